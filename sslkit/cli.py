@@ -1,0 +1,199 @@
+"""The command line: ``python -m sslkit {datasets,download,pretrain,evaluate,demo}``.
+
+Every error a user can cause is one line on stderr and exit status 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from sslkit.cache import config_key
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        self.exit(2, f"sslkit: error: {message} (see `python -m sslkit {self.prog.split()[-1]} --help`)\n"
+                  if " " in self.prog else f"sslkit: error: {message} (see `python -m sslkit --help`)\n")
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _config_overrides(pairs: list[str]) -> dict:
+    """``["temperature=0.2", "augment.jitter_strength=1"]`` -> nested dict."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--config takes KEY=VALUE, got '{pair}'.")
+        key, value = pair.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = _parse_value(value)
+    return out
+
+
+def cmd_datasets(args) -> int:
+    from sslkit.data import DATASETS, default_root, is_available
+
+    root = Path(args.data_root) if args.data_root else default_root()
+    print(f"data root: {root.resolve()}  (--data-root, else $SSLKIT_DATA, else ./data)")
+    for name, info in DATASETS.items():
+        ok, where = is_available(name, root)
+        status = f"available  {where}" if ok else f"missing    {info.how_to_get}"
+        print(f"  {name:<14} {status}\n  {'':<14} {info.description}")
+    jpeg = root / "cifar10-jpeg"
+    if (jpeg / "train").is_dir():
+        print(f"  {'(folder)':<14} available  {jpeg}  (CIFAR-10 as JPEG files; use --dataset {jpeg})")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from sslkit.data import DATASETS, load_dataset
+
+    if args.name not in DATASETS:
+        raise ValueError(f"unknown dataset '{args.name}': use one of {', '.join(DATASETS)}.")
+    data = load_dataset(args.name, args.data_root, download=True)
+    print(f"{args.name}: {len(data.train_x)} train and {len(data.test_x)} test images of shape {data.image_shape}")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from sslkit.profiles import get_profile
+    from sslkit.train import RunSpec, TrainConfig, pretrain, resolve_device
+
+    device = resolve_device(args.device)
+    profile = get_profile("full" if device.type == "cuda" else "quick")
+    method_config = _config_overrides(args.config or [])
+    if args.temperature is not None:
+        method_config["temperature"] = args.temperature
+    budget = ({"minutes": args.minutes} if args.minutes is not None else
+              {"epochs": args.epochs} if args.epochs is not None else
+              {k: v for k, v in profile.train["*"].items() if k in ("epochs", "minutes")})
+    train_kw = {**profile.train["*"], "epochs": None, "minutes": None, **budget, "seed": args.seed}
+    if args.batch_size is not None:
+        train_kw["batch_size"] = args.batch_size
+    if args.lr is not None:
+        train_kw["lr"] = args.lr
+    spec = RunSpec(method=args.method, dataset=args.dataset, backbone=args.backbone or profile.backbone,
+                   method_config=method_config, train=TrainConfig(**train_kw))
+    out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{Path(args.dataset).name}-{config_key(spec.key_dict())}"
+    print(f"pre-training {args.method} on {args.dataset} with {spec.backbone} on {device.type}; run folder: {out}")
+    run = pretrain(spec, out, data_root=args.data_root, device=str(device))
+    last = run.history[-1] if run.history else {}
+    print(f"done: {last.get('step', 0)} steps, final loss {last.get('loss', float('nan')):.3f}, "
+          f"{last.get('images_per_s', 0):.0f} images/s. Next: python -m sslkit evaluate {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from sslkit.cache import atomic_write_json
+    from sslkit.evaluate import compare_with_random_init, format_table
+    from sslkit.train import build_method, load_run, resolve_device
+
+    device = resolve_device(args.device)
+    if not Path(args.run_dir).is_dir():
+        raise FileNotFoundError(f"run folder {args.run_dir} does not exist: give the --out folder of a `pretrain` run.")
+    run = load_run(args.run_dir, data_root=args.data_root, device=str(device))
+    random_init = build_method(run.spec, run.data).encoder.to(device)
+    data = run.data.subset(args.max_train, args.max_test) if (args.max_train or args.max_test) else run.data
+    print(f"evaluating {args.run_dir} on {len(data.train_x)} train / {len(data.test_x)} test images "
+          f"({run.spec.dataset}), frozen features, eval mode ...")
+    t0 = time.time()
+    results = compare_with_random_init(run.encoder, random_init, data, device=device)
+    print(format_table(results))
+    print(f"(kNN: k=200 cosine, T=0.1; linear: logistic regression; 10-shot: mean ± std over 5 draws; "
+          f"{time.time() - t0:.0f} s)")
+    if args.json:
+        atomic_write_json({"run": str(args.run_dir), "method": run.spec.method, "dataset": run.spec.dataset,
+                           "backbone": run.spec.backbone, "n_train": len(data.train_x), "n_test": len(data.test_x),
+                           "results": results}, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from sslkit.demo import run_demo
+
+    run_demo(Path(args.out), minutes=args.minutes, device=args.device)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sslkit.methods import METHODS
+
+    p = _Parser(prog="sslkit", description="Self-supervised learning you can read, run and compare.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("datasets", help="list the named datasets: available where, or how to get them")
+    d.add_argument("--data-root", help="data folder (default: $SSLKIT_DATA, else ./data)")
+    d.set_defaults(func=cmd_datasets)
+
+    dl = sub.add_parser("download", help="download a named dataset with torchvision")
+    dl.add_argument("name")
+    dl.add_argument("--data-root")
+    dl.set_defaults(func=cmd_download)
+
+    t = sub.add_parser("pretrain", help="self-supervised pre-training; writes checkpoints and history to --out")
+    t.add_argument("method", choices=sorted(METHODS))
+    t.add_argument("--dataset", required=True, help="a named dataset or a folder of images (train/<class>/*)")
+    t.add_argument("--data-root")
+    t.add_argument("--backbone", help="small_cnn, resnet18, ... (default: small_cnn on CPU, resnet18 on GPU)")
+    budget = t.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=float)
+    budget.add_argument("--minutes", type=float, help="a wall-clock training budget instead of epochs")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--temperature", type=float, help="the contrastive temperature (SimCLR)")
+    t.add_argument("--config", action="append", metavar="KEY=VALUE",
+                   help="a method setting, e.g. --config augment.jitter_strength=1.0 (repeatable)")
+    t.add_argument("--out", help="run folder (default: runs/<method>-<dataset>-<config hash>)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.set_defaults(func=cmd_pretrain)
+
+    e = sub.add_parser("evaluate", help="kNN, linear and 10-shot accuracy of a run against random init")
+    e.add_argument("run_dir")
+    e.add_argument("--json", help="also write the results to this file")
+    e.add_argument("--data-root")
+    e.add_argument("--max-train", type=int, help="evaluate on a class-balanced subset of the train split")
+    e.add_argument("--max-test", type=int)
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.set_defaults(func=cmd_evaluate)
+
+    m = sub.add_parser("demo", help="a short SimCLR run on the bundled digits, evaluated, with a figure")
+    m.add_argument("--out", default="demo_out")
+    m.add_argument("--minutes", type=float, default=1.0)
+    m.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    m.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sslkit.data import DatasetNotFound
+    from sslkit.train import TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, DatasetNotFound, FileNotFoundError, TrainingDiverged, RuntimeError) as err:
+        message = re.sub(r"\s+", " ", str(err)).strip()
+        print(f"sslkit: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sslkit: interrupted; an unfinished run resumes when the same command is run again.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

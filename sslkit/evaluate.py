@@ -1,0 +1,132 @@
+"""Evaluation of a frozen encoder: kNN, linear probe, few-shot, always beside random init.
+
+Features are extracted once, in eval mode and without gradients, from the un-augmented
+images; every protocol then works on those features:
+
+- kNN: cosine similarity, the k nearest train features vote with weight exp(sim / T)
+  (Wu et al. 2018, the protocol of InstDisc, MoCo and lightly's benchmarks; k=200, T=0.1).
+- linear probe: multinomial logistic regression (scikit-learn) on standardised features.
+- few-shot: the same probe on k labelled images per class, over several seeds: mean and std.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sslkit.data import ImageData
+
+PROTOCOLS = ("knn", "linear", "fewshot10")
+
+
+@torch.no_grad()
+def extract_features(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int = 512,
+                     device: str | torch.device | None = None) -> torch.Tensor:
+    """Features of uint8 ``images (N, C, H, W)`` as float32 ``(N, D)`` on the CPU.
+
+    The encoder is put in eval mode (BatchNorm uses its running statistics) for the duration
+    and restored to its previous mode afterwards.
+    """
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    try:
+        for i in range(0, len(images), batch_size):
+            x = images[i: i + batch_size].to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                out.append(encoder(x).float().cpu())
+    finally:
+        encoder.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def knn_predict(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, k: int = 200,
+                temperature: float = 0.1, num_classes: int | None = None, chunk: int = 1024) -> torch.Tensor:
+    """Temperature-weighted cosine kNN; returns the predicted label of each test feature.
+
+    Written by hand because scikit-learn's KNeighborsClassifier has no exp(sim / T) weighting.
+    """
+    num_classes = num_classes or int(train_y.max()) + 1
+    k = min(k, len(train_f))
+    train_n = F.normalize(train_f, dim=1)
+    preds = []
+    for i in range(0, len(test_f), chunk):
+        sim = F.normalize(test_f[i: i + chunk], dim=1) @ train_n.T          # (b, N)
+        top_sim, top_idx = sim.topk(k, dim=1)                                # (b, k)
+        weights = (top_sim / temperature).exp()
+        votes = torch.zeros(len(sim), num_classes).scatter_add_(1, train_y[top_idx], weights)
+        preds.append(votes.argmax(1))
+    return torch.cat(preds)
+
+
+def knn_accuracy(train_f, train_y, test_f, test_y, k: int = 200, temperature: float = 0.1) -> float:
+    """Accuracy in [0, 1] of :func:`knn_predict`."""
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    return float((knn_predict(train_f, train_y, test_f, k, temperature, num_classes) == test_y).float().mean())
+
+
+def linear_probe(train_f, train_y, test_f, test_y, C: float = 1.0, max_iter: int = 1000) -> float:
+    """Accuracy in [0, 1] of a logistic-regression probe on standardised frozen features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    probe.fit(train_f.numpy(), train_y.numpy())
+    return float(probe.score(test_f.numpy(), test_y.numpy()))
+
+
+def few_shot(train_f, train_y, test_f, test_y, shots: int = 10, seeds: int = 5) -> tuple[float, float]:
+    """Linear probe on ``shots`` labelled images per class; mean and std over ``seeds`` draws."""
+    accs = []
+    for seed in range(seeds):
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.cat([c_idx[torch.randperm(len(c_idx), generator=g)[:shots]]
+                         for c_idx in (torch.nonzero(train_y == c).flatten() for c in train_y.unique())])
+        accs.append(linear_probe(train_f[idx], train_y[idx], test_f, test_y))
+    return float(np.mean(accs)), float(np.std(accs))
+
+
+def evaluate_features(train_f, train_y, test_f, test_y, shots: int = 10, seeds: int = 5) -> dict:
+    """Every protocol on precomputed features: accuracies in [0, 1]."""
+    fs_mean, fs_std = few_shot(train_f, train_y, test_f, test_y, shots, seeds)
+    return {"knn": knn_accuracy(train_f, train_y, test_f, test_y),
+            "linear": linear_probe(train_f, train_y, test_f, test_y),
+            f"fewshot{shots}": fs_mean, f"fewshot{shots}_std": fs_std}
+
+
+def evaluate_encoder(encoder: torch.nn.Module, data: ImageData, shots: int = 10, seeds: int = 5,
+                     device: str | torch.device | None = None) -> dict:
+    """Extract features of ``data``'s train and test splits and run every protocol."""
+    train_f = extract_features(encoder, data.train_x, device=device)
+    test_f = extract_features(encoder, data.test_x, device=device)
+    return evaluate_features(train_f, data.train_y, test_f, data.test_y, shots, seeds)
+
+
+def compare_with_random_init(trained: torch.nn.Module, random_init: torch.nn.Module, data: ImageData,
+                             **kw) -> dict:
+    """``{"trained": {...}, "random_init": {...}}``: the same protocols on both encoders."""
+    return {"trained": evaluate_encoder(trained, data, **kw), "random_init": evaluate_encoder(random_init, data, **kw)}
+
+
+def format_table(results: dict[str, dict], shots: int = 10) -> str:
+    """A plain-text table: one row per encoder, accuracies in percent."""
+    cols = [("kNN", "knn"), ("linear", "linear"), (f"{shots}-shot", f"fewshot{shots}")]
+    width = max(len(name) for name in results) + 2
+    lines = ["encoder".ljust(width) + "".join(c.rjust(14) for c, _ in cols)]
+    for name, r in results.items():
+        cells = []
+        for _, key in cols:
+            v = r.get(key)
+            std = r.get(f"{key}_std")
+            txt = "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+            if std is not None and v is not None:
+                txt += f" ± {100 * std:.1f}"
+            cells.append(txt.rjust(14))
+        lines.append(name.ljust(width) + "".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""Losses shared by the methods."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """NT-Xent, the normalised-temperature cross entropy of SimCLR (Chen et al. 2020, eq. 1).
+
+    For each of the 2N embeddings the positive is the other view of the same image and the
+    2N - 2 embeddings of the other images are the negatives; similarity is the cosine divided
+    by the temperature. The loss is the mean over all 2N anchors.
+
+    Args:
+        z1, z2: ``(N, D)`` embeddings of the two views; row i of each comes from image i.
+        temperature: tau > 0.
+    Returns:
+        a scalar tensor.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}.")
+    n = z1.shape[0]
+    if n < 2:
+        raise ValueError(f"NT-Xent needs a batch of at least 2 images (for negatives), got {n}.")
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)                 # (2N, D)
+    sim = z @ z.T / temperature                                          # (2N, 2N)
+    sim.fill_diagonal_(float("-inf"))                                    # an anchor is not its own negative
+    positive = torch.arange(2 * n, device=z.device).roll(n)              # i <-> i + N
+    return F.cross_entropy(sim, positive)

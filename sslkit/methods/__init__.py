@@ -1,0 +1,10 @@
+"""The methods, found by name through a plain dict: name -> (config class, method class)."""
+
+from sslkit.methods.base import MethodOutput, SSLMethod
+from sslkit.methods.simclr import SimCLR, SimCLRConfig
+
+METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
+    "simclr": (SimCLRConfig, SimCLR),
+}
+
+__all__ = ["METHODS", "MethodOutput", "SSLMethod", "SimCLR", "SimCLRConfig"]

@@ -1,0 +1,77 @@
+"""The two profiles the notebooks and the command line run under.
+
+- **quick** (chosen when there is no CUDA GPU): the small CNN, a wall-clock training budget of
+  tens of seconds, evaluation on a class-balanced subset; every notebook in about 90 s on two
+  CPU cores. Its dataset is CIFAR-10 when it is on disk (named, or as a JPEG folder
+  ``<data root>/cifar10-jpeg``), else scikit-learn's digits, which is always there.
+- **full** (chosen when CUDA is available): CIFAR-10 with ResNet-18, settings scaled from the
+  papers to minutes on one GPU, evaluation on the whole splits.
+
+Override with ``SSLKIT_PROFILE=quick|full`` and the dataset with ``SSLKIT_DATASET``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from sslkit.data import ImageData, default_root, is_available, load_dataset
+from sslkit.train import RunSpec, TrainConfig
+
+
+@dataclass
+class Profile:
+    """Settings for one profile. ``train`` holds TrainConfig fields per method (``"*"`` for all)."""
+
+    name: str
+    dataset: str
+    backbone: str
+    device: str
+    train: dict = field(default_factory=dict)
+    eval_train: int | None = None     # evaluate on a stratified subset of this many train images
+    eval_test: int | None = None
+    plot_points: int = 2000           # points in UMAP / t-SNE figures
+
+    def train_config(self, method: str, **changes) -> TrainConfig:
+        return TrainConfig(**{**self.train.get("*", {}), **self.train.get(method, {}), **changes})
+
+    def spec(self, method: str, method_config: dict | None = None, backbone: str | None = None,
+             **train_changes) -> RunSpec:
+        """The run this profile makes of ``method`` (with optional changes)."""
+        return RunSpec(method=method, dataset=self.dataset, backbone=backbone or self.backbone,
+                       method_config=method_config or {}, train=self.train_config(method, **train_changes))
+
+    def load_data(self) -> ImageData:
+        """The profile's dataset (downloaded on the full profile when it is missing)."""
+        return load_dataset(self.dataset, download=self.name == "full" and not is_available(self.dataset)[0])
+
+    def eval_data(self, data: ImageData) -> ImageData:
+        return data.subset(self.eval_train, self.eval_test, seed=0)
+
+
+def quick_dataset() -> str:
+    """CIFAR-10 when it is on disk (named or as the JPEG folder), else digits."""
+    if is_available("cifar10")[0]:
+        return "cifar10"
+    jpeg = default_root() / "cifar10-jpeg"
+    if (jpeg / "train").is_dir():
+        return str(jpeg)
+    return "digits"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile called ``name``, else ``$SSLKIT_PROFILE``, else full with CUDA and quick without."""
+    name = name or os.environ.get("SSLKIT_PROFILE") or ("full" if torch.cuda.is_available() else "quick")
+    if name == "quick":
+        dataset = os.environ.get("SSLKIT_DATASET") or quick_dataset()
+        return Profile("quick", dataset, "small_cnn", "auto",
+                       train={"*": {"minutes": 0.5, "batch_size": 256, "lr": 1e-3, "checkpoint_every": 100}},
+                       eval_train=10000, eval_test=2000, plot_points=1000)
+    if name == "full":
+        return Profile("full", os.environ.get("SSLKIT_DATASET") or "cifar10", "resnet18", "auto",
+                       train={"*": {"epochs": 50, "batch_size": 512, "lr": 2e-3, "warmup": 0.05,
+                                    "checkpoint_every": 1000}},
+                       eval_train=None, eval_test=None, plot_points=5000)
+    raise ValueError(f"unknown profile '{name}': use quick or full.")

@@ -1,0 +1,161 @@
+"""Figures the notebooks and the demo share: image grids, training curves (also live),
+2-D projections of embeddings coloured by class, nearest-neighbour galleries."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def to_display(images: torch.Tensor) -> np.ndarray:
+    """uint8 or [0, 1] float ``(B, C, H, W)`` -> float ``(B, H, W, 3)`` in [0, 1] for imshow."""
+    x = images.detach().cpu()
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float().clamp(0, 1)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, ax=None, title: str | None = None,
+               labels: Sequence[str] | None = None, scale: float = 1.0):
+    """Show a batch of images as a grid (one subplot per image when ``labels`` are given)."""
+    imgs = to_display(images)
+    n = len(imgs)
+    ncol = min(nrow, n)
+    rows = math.ceil(n / ncol)
+    if labels is not None:
+        fig, axes = plt.subplots(rows, ncol, figsize=(scale * 1.3 * ncol, scale * 1.5 * rows), squeeze=False)
+        for a in axes.flat:
+            a.axis("off")
+        for a, img, lab in zip(axes.flat, imgs, labels):
+            a.imshow(img, interpolation="nearest")
+            a.set_title(lab, fontsize=8)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        return fig
+    H, W = imgs.shape[1:3]
+    pad = 1
+    canvas = np.ones((rows * (H + pad) + pad, ncol * (W + pad) + pad, 3))
+    for i, img in enumerate(imgs):
+        r, c = divmod(i, ncol)
+        canvas[pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = img
+    if ax is None:
+        _, ax = plt.subplots(figsize=(scale * 0.45 * ncol * max(1, W / 32) + 1, scale * 0.45 * rows * max(1, H / 32) + 0.5))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def plot_history(history: list[dict], axes=None, label: str | None = None,
+                 keys: Sequence[str] = ("loss", "embedding_spread", "lr")):
+    """Training curves against the step: one panel per key."""
+    if axes is None:
+        _, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3))
+    axes = np.atleast_1d(axes)
+    steps = [r["step"] for r in history]
+    titles = {"loss": "training loss", "embedding_spread": "embedding spread (1 = healthy, 0 = collapsed)",
+              "lr": "learning rate", "images_per_s": "images / s"}
+    for ax, key in zip(axes, keys):
+        ax.plot(steps, [r.get(key) if r.get(key) is not None else np.nan for r in history], label=label)
+        ax.set_title(titles.get(key, key), fontsize=10)
+        ax.set_xlabel("step")
+        if label:
+            ax.legend(fontsize=8)
+    axes[0].figure.tight_layout()
+    return axes[0].figure
+
+
+class LivePlot:
+    """A training callback that redraws the loss curve in a notebook as rows arrive.
+
+    Pass it in ``callbacks=[LivePlot()]``; outside IPython it does nothing.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("loss", "embedding_spread"), every: int = 1):
+        self.keys, self.every, self.rows, self.handle = tuple(keys), every, [], None
+        try:
+            from IPython import get_ipython
+            from IPython.display import display
+            self._display = display if get_ipython() is not None else None
+        except ImportError:
+            self._display = None
+
+    def __call__(self, row: dict) -> None:
+        self.rows.append(row)
+        if self._display is None or len(self.rows) % self.every:
+            return
+        fig = plot_history(self.rows, keys=self.keys)
+        if self.handle is None:
+            self.handle = self._display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)
+
+
+def project_2d(features: torch.Tensor, how: str = "umap", seed: int = 0) -> np.ndarray:
+    """2-D projection of ``(N, D)`` features: ``umap`` (umap-learn), ``tsne`` or ``pca``."""
+    x = F.normalize(torch.as_tensor(features).float(), dim=1).numpy()
+    if how == "umap":
+        import umap
+
+        return umap.UMAP(n_neighbors=15, min_dist=0.1, metric="euclidean", random_state=seed).fit_transform(x)
+    if how == "tsne":
+        from sklearn.manifold import TSNE
+
+        return TSNE(n_components=2, init="pca", random_state=seed).fit_transform(x)
+    if how == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(x)
+    raise ValueError(f"unknown projection '{how}': use umap, tsne or pca.")
+
+
+def plot_embedding(xy: np.ndarray, labels: torch.Tensor, classes: Sequence[str], ax=None, title: str = ""):
+    """Scatter of a 2-D projection, one colour per class."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4.5))
+    labels = np.asarray(labels)
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for c, name in enumerate(classes):
+        sel = labels == c
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=4, color=cmap(c % cmap.N), label=name, alpha=0.7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    return ax.figure
+
+
+def nearest_neighbours(query: torch.Tensor, database: torch.Tensor, k: int = 8) -> torch.Tensor:
+    """Indices ``(Q, k)`` of the k most cosine-similar database features to each query."""
+    sim = F.normalize(query.float(), dim=1) @ F.normalize(database.float(), dim=1).T
+    return sim.topk(k, dim=1).indices
+
+
+def retrieval_gallery(query_images: torch.Tensor, db_images: torch.Tensor, neighbours: torch.Tensor,
+                      query_labels=None, db_labels=None, title: str = ""):
+    """One row per query: the query, then its nearest neighbours (green title = same class)."""
+    Q, k = neighbours.shape
+    fig, axes = plt.subplots(Q, k + 1, figsize=(1.1 * (k + 1), 1.2 * Q), squeeze=False)
+    q_disp, db_disp = to_display(query_images), to_display(db_images[neighbours.flatten()]).reshape(Q, k, *to_display(db_images[:1]).shape[1:])
+    for i in range(Q):
+        axes[i, 0].imshow(q_disp[i], interpolation="nearest")
+        axes[i, 0].set_title("query", fontsize=7)
+        for j in range(k):
+            axes[i, j + 1].imshow(db_disp[i, j], interpolation="nearest")
+            if query_labels is not None and db_labels is not None:
+                same = int(db_labels[neighbours[i, j]]) == int(query_labels[i])
+                axes[i, j + 1].set_title("same" if same else "other", fontsize=7, color="green" if same else "red")
+    for a in axes.flat:
+        a.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
