@@ -85,7 +85,7 @@ def cmd_pretrain(args) -> int:
         train_kw["batch_size"] = args.batch_size
     if args.lr is not None:
         train_kw["lr"] = args.lr
-    spec = RunSpec(method=args.method, dataset=args.dataset, backbone=args.backbone or profile.backbone,
+    spec = RunSpec(method=args.method, dataset=args.dataset, backbone=args.backbone or profile.backbone_for(args.method),
                    method_config=method_config, train=TrainConfig(**train_kw))
     out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{Path(args.dataset).name}-{config_key(spec.key_dict())}"
     print(f"pre-training {args.method} on {args.dataset} with {spec.backbone} on {device.type}; run folder: {out}")

@@ -30,9 +30,13 @@ class Profile:
     backbone: str
     device: str
     train: dict = field(default_factory=dict)
+    method_backbones: dict = field(default_factory=dict)   # methods that need another backbone (MAE: a ViT)
     eval_train: int | None = None     # evaluate on a stratified subset of this many train images
     eval_test: int | None = None
     plot_points: int = 2000           # points in UMAP / t-SNE figures
+
+    def backbone_for(self, method: str) -> str:
+        return self.method_backbones.get(method, self.backbone)
 
     def train_config(self, method: str, **changes) -> TrainConfig:
         return TrainConfig(**{**self.train.get("*", {}), **self.train.get(method, {}), **changes})
@@ -40,7 +44,7 @@ class Profile:
     def spec(self, method: str, method_config: dict | None = None, backbone: str | None = None,
              **train_changes) -> RunSpec:
         """The run this profile makes of ``method`` (with optional changes)."""
-        return RunSpec(method=method, dataset=self.dataset, backbone=backbone or self.backbone,
+        return RunSpec(method=method, dataset=self.dataset, backbone=backbone or self.backbone_for(method),
                        method_config=method_config or {}, train=self.train_config(method, **train_changes))
 
     def load_data(self) -> ImageData:

@@ -106,11 +106,11 @@ def project_2d(features: torch.Tensor, how: str = "umap", seed: int = 0) -> np.n
     if how == "umap":
         import umap
 
-        return umap.UMAP(n_neighbors=15, min_dist=0.1, metric="euclidean", random_state=seed).fit_transform(x)
+        return umap.UMAP(n_neighbors=15, min_dist=0.1, metric="euclidean", random_state=seed, n_jobs=1).fit_transform(x)
     if how == "tsne":
         from sklearn.manifold import TSNE
 
-        return TSNE(n_components=2, init="pca", random_state=seed).fit_transform(x)
+        return TSNE(n_components=2, init="pca", random_state=seed, n_jobs=1).fit_transform(x)
     if how == "pca":
         from sklearn.decomposition import PCA
 
