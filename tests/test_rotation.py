@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from sslkit.backbones import build_encoder
+from sslkit.methods import METHODS
+from sslkit.methods.rotation import Rotation, RotationConfig, disc_mask, rotate
+
+
+def make(K=4, channels=3, **kw):
+    torch.manual_seed(0)
+    enc = build_encoder("small_cnn", channels, [0.5] * channels, [0.25] * channels)
+    return Rotation(enc, RotationConfig(num_rotations=K, **kw))
+
+
+def test_registered():
+    assert METHODS["rotation"] == (RotationConfig, Rotation)
+
+
+@pytest.mark.parametrize("K", [2, 4, 8])
+def test_each_label_is_the_rotation_applied(K):
+    m = make(K)
+    x = torch.rand(3, 3, 16, 16)
+    views, labels = m.rotations(x)
+    assert views.shape == (K * 3, 3, 16, 16) and labels.shape == (K * 3,)
+    mask = disc_mask(16, 16) if K == 8 else 1.0
+    for j in range(K * 3):
+        k, i = divmod(j, 3)
+        assert int(labels[j]) == k
+        assert torch.allclose(views[j], (rotate(x[i: i + 1], 360 * k / K) * mask)[0])
+
+
+def test_right_angles_are_exact_and_counter_clockwise():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    r = rotate(x, 90)
+    # counter-clockwise: the top row becomes the left column, read bottom to top
+    assert torch.equal(r[0, 0, :, 0], x[0, 0, 0].flip(0))
+    assert torch.equal(rotate(x, 180), x.flip(2).flip(3))
+    assert torch.equal(rotate(r, 270), x)
+
+
+def test_45_degree_steps_agree_with_right_angles():
+    """The interpolating path, used for 45-degree steps, turns the same way as rot90."""
+    # a smooth image, so that bilinear resampling barely changes it
+    x = torch.nn.functional.interpolate(torch.rand(2, 3, 3, 3), size=(24, 24), mode="bilinear")
+    disc = disc_mask(24, 24)
+    two_45 = rotate(rotate(x, 45.0), 45.0) * disc
+    err = ((two_45 - rotate(x, 90) * disc).abs()).mean()
+    wrong = ((two_45 - rotate(x, 270) * disc).abs()).mean()
+    assert err < 0.02 < wrong
+
+
+def test_forward_shapes_and_finite_loss():
+    m = make(4)
+    out = m(torch.rand(6, 3, 32, 32))
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    assert out.features.shape == (6, 256)
+    assert out.extras["logits"].shape == (24, 4)
+
+
+@pytest.mark.parametrize("K", [2, 4])
+def test_loss_falls_on_a_small_batch(K):
+    m = make(K, channels=1)
+    # images whose top is brighter than their bottom: the orientation is learnable
+    x = (torch.linspace(1, 0, 16).view(1, 1, 16, 1) + 0.3 * torch.rand(16, 1, 16, 16)).clamp(0, 1)
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        out = m(x)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(float(out.loss.detach()))
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+
+
+def test_rotation_probs_shape_and_normalised():
+    m = make(4)
+    p = m.rotation_probs((torch.rand(5, 3, 16, 16) * 255).to(torch.uint8))
+    assert p.shape == (5, 4, 4)
+    assert torch.allclose(p.sum(-1), torch.ones(5, 4), atol=1e-5)
+    assert m.training
+
+
+@pytest.mark.parametrize("K", [0, 3, 6, 16])
+def test_unsupported_rotation_counts_are_refused(K):
+    with pytest.raises(ValueError, match="num_rotations must be 2, 4 or 8"):
+        RotationConfig(num_rotations=K)
