@@ -1,12 +1,14 @@
 """The methods, found by name through a plain dict: name -> (config class, method class)."""
 
 from sslkit.methods.base import MethodOutput, SSLMethod
+from sslkit.methods.byol import BYOL, BYOLConfig
 from sslkit.methods.rotation import Rotation, RotationConfig
 from sslkit.methods.simclr import SimCLR, SimCLRConfig
 
 METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
     "simclr": (SimCLRConfig, SimCLR),
     "rotation": (RotationConfig, Rotation),
+    "byol": (BYOLConfig, BYOL),
 }
 
-__all__ = ["METHODS", "MethodOutput", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig"]
+__all__ = ["BYOL", "BYOLConfig", "METHODS", "MethodOutput", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig"]
