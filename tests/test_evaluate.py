@@ -1,0 +1,67 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from sslkit.evaluate import (compare_with_random_init, extract_features, few_shot, format_table, knn_accuracy,
+                             knn_predict, linear_probe)
+
+
+def clusters(n_per_class=50, classes=4, dim=16, noise=0.3, seed=0):
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(123)) * 3
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(classes).repeat_interleave(n_per_class)
+    return centres[y] + noise * torch.randn(len(y), dim, generator=g), y
+
+
+def test_knn_on_separable_clusters_is_perfect_and_on_noise_is_chance():
+    f, y = clusters()
+    tf, ty = clusters(seed=1)
+    assert knn_accuracy(f, y, tf, ty, k=20) > 0.99
+    noise = torch.randn(400, 16)
+    acc = knn_accuracy(noise[:200], torch.randint(0, 4, (200,)), noise[200:], torch.randint(0, 4, (200,)), k=20)
+    assert 0.1 < acc < 0.45
+
+
+def test_knn_votes_are_temperature_weighted_cosine():
+    # one very similar neighbour of class 1 outvotes two mediocre ones of class 0 at low T
+    train = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.8, -0.6]])
+    labels = torch.tensor([1, 0, 0])
+    query = torch.tensor([[1.0, 0.05]])
+    assert knn_predict(train, labels, query, k=3, temperature=0.05).item() == 1
+    assert knn_predict(train, labels, query, k=3, temperature=100.0).item() == 0   # ~ plain majority
+    # cosine: the scale of a feature does not matter
+    assert knn_predict(train * torch.tensor([[10.0], [1.0], [1.0]]), labels, query, k=3, temperature=0.05).item() == 1
+
+
+def test_linear_probe_and_few_shot():
+    f, y = clusters(noise=1.0)
+    tf, ty = clusters(noise=1.0, seed=2)
+    assert linear_probe(f, y, tf, ty) > 0.95
+    mean, std = few_shot(f, y, tf, ty, shots=2, seeds=4)
+    assert 0.5 < mean <= 1.0 and std >= 0.0
+
+
+def test_extract_features_uses_eval_mode_and_restores_it():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten())
+    net.train()
+    x = torch.randint(0, 255, (6, 3, 5, 5), dtype=torch.uint8)
+    a = extract_features(net, x, batch_size=2)
+    b = extract_features(net, x, batch_size=6)
+    assert torch.allclose(a, b, atol=1e-5)   # batch statistics would make these differ
+    assert net.training and a.shape == (6, 36)
+
+
+def test_compare_reports_the_same_protocols_for_both(tmp_path):
+    from sslkit.data import load_dataset
+    from sslkit.train import RunSpec, TrainConfig, build_method
+
+    data = load_dataset("digits")
+    spec = RunSpec("simclr", "digits", train=TrainConfig(epochs=1))
+    a, b = build_method(spec, data, seed=0).encoder, build_method(spec, data, seed=1).encoder
+    res = compare_with_random_init(a, b, data, seeds=2)
+    assert set(res) == {"trained", "random_init"}
+    for r in res.values():
+        assert {"knn", "linear", "fewshot10", "fewshot10_std"} <= set(r)
+        assert all(0.0 <= r[k] <= 1.0 for k in ("knn", "linear", "fewshot10"))
+    table = format_table(res)
+    assert "trained" in table and "random_init" in table and "10-shot" in table

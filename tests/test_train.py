@@ -1,0 +1,159 @@
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sslkit.data import load_dataset
+from sslkit.methods.simclr import SimCLR, SimCLRConfig
+from sslkit.backbones import build_encoder
+from sslkit.train import (RunSpec, TrainConfig, TrainingDiverged, build_method, embedding_spread, load_run, lr_at,
+                          pretrain, train)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", use_cache=False)
+
+
+def small_spec(**train_kw):
+    kw = {"epochs": 2, "batch_size": 64, "log_every": 5, "checkpoint_every": 7, **train_kw}
+    return RunSpec("simclr", "digits", "small_cnn", {"temperature": 0.2}, TrainConfig(**kw))
+
+
+def test_simclr_outputs_and_encoder_representation(digits):
+    method = build_method(small_spec(), digits)
+    x = digits.train_x[:16].float() / 255
+    out = method(x)
+    assert out.loss.ndim == 0 and math.isfinite(out.loss.item())
+    assert out.features.shape == (16, method.encoder.dim)        # the encoder's, not the projector's
+    assert out.extras["embeddings"].shape == (32, 128)
+
+
+def test_simclr_loss_falls_on_a_small_batch(digits):
+    torch.manual_seed(0)
+    cfg = SimCLRConfig(temperature=0.2, augment={"crop_scale_min": 0.3, "flip_p": 0.0})
+    method = SimCLR(build_encoder("small_cnn", 1, [0.3], [0.4]), cfg)
+    opt = torch.optim.AdamW(method.parameters(), 2e-3)
+    x = digits.train_x[:32].float() / 255
+    losses = []
+    for _ in range(40):
+        loss = method(x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
+
+
+def test_lr_warms_up_then_decays_to_zero():
+    cfg = TrainConfig(epochs=1, lr=1.0, warmup=0.1)
+    assert lr_at(0.0, cfg) < 0.02 and lr_at(0.1, cfg) == pytest.approx(1.0)
+    assert lr_at(0.55, cfg) == pytest.approx(0.5, abs=1e-6) and lr_at(1.0, cfg) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_embedding_spread_detects_collapse():
+    assert embedding_spread(torch.randn(512, 64)) == pytest.approx(1.0, abs=0.1)
+    assert embedding_spread(torch.ones(512, 64) + 1e-6 * torch.randn(512, 64)) < 0.01
+
+
+def test_history_and_files(tmp_path, digits):
+    run = pretrain(small_spec(), tmp_path / "run", data=digits, progress_bar=False)
+    steps = 2 * (len(digits.train_x) // 64)
+    assert run.history[-1]["step"] == steps
+    row = run.history[-1]
+    assert {"loss", "lr", "images_per_s", "embedding_spread", "epoch"} <= set(row)
+    assert json.loads((tmp_path / "run" / "history.json").read_text()) == run.history
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "simclr"
+    assert not list((tmp_path / "run").glob("*.tmp"))   # atomic writes leave nothing behind
+
+
+def test_same_seed_same_weights(tmp_path, digits):
+    a = pretrain(small_spec(epochs=1), tmp_path / "a", data=digits, progress_bar=False)
+    b = pretrain(small_spec(epochs=1), tmp_path / "b", data=digits, progress_bar=False)
+    c = pretrain(small_spec(epochs=1, seed=1), tmp_path / "c", data=digits, progress_bar=False)
+    sa, sb, sc = (r.method.state_dict() for r in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path, digits):
+    """Stop after a mid-epoch checkpoint, resume: the weights equal an uninterrupted run's."""
+    full = pretrain(small_spec(), tmp_path / "full", data=digits, progress_bar=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_step_15(row):
+        if row["step"] >= 15:
+            raise Stop
+    with pytest.raises(Stop):
+        pretrain(small_spec(log_every=15), tmp_path / "cut", data=digits, progress_bar=False,
+                 callbacks=[stop_at_step_15])
+    ckpt = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert ckpt["step"] == 14 and not ckpt["finished"]        # the checkpoint every 7 steps
+    # log_every is not part of what is learned; resume with the original spec's other settings
+    (tmp_path / "cut" / "config.json").unlink()
+    resumed = pretrain(small_spec(), tmp_path / "cut", data=digits, progress_bar=False)
+    a, b = full.method.state_dict(), resumed.method.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_a_finished_run_is_loaded_not_trained_again(tmp_path, digits, monkeypatch):
+    first = pretrain(small_spec(), data=digits, progress_bar=False)            # into the cache
+    import sslkit.train as train_mod
+    monkeypatch.setattr(train_mod.torch.optim.AdamW, "step", lambda *a, **k: pytest.fail("trained again"))
+    second = pretrain(small_spec(), data=digits, progress_bar=False)
+    assert second.out_dir == first.out_dir and second.history == first.history
+    loaded = load_run(first.out_dir)
+    assert all(torch.equal(v, loaded.method.state_dict()[k]) for k, v in first.method.state_dict().items())
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, digits):
+    method = build_method(small_spec(), digits)
+    forward = method.forward
+    calls = {"n": 0}
+
+    def poisoned(x):
+        calls["n"] += 1
+        out = forward(x)
+        if calls["n"] > 9:
+            out.loss = out.loss * float("nan")
+        return out
+    method.forward = poisoned
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(TrainingDiverged, match="last good checkpoint \\(step 7\\)"):
+        train(method, digits.train_x, small_spec().train, checkpoint_path=path, progress_bar=False)
+    ckpt = torch.load(path, weights_only=False)
+    assert ckpt["step"] == 7 and all(torch.isfinite(v.float()).all() for v in ckpt["model"].values())
+
+
+def test_another_configuration_in_the_same_folder_is_refused(tmp_path, digits):
+    pretrain(small_spec(epochs=1), tmp_path / "run", data=digits, progress_bar=False)
+    with pytest.raises(ValueError, match="different configuration"):
+        pretrain(small_spec(epochs=1, lr=0.1), tmp_path / "run", data=digits, progress_bar=False)
+
+
+def test_bad_training_settings_are_refused():
+    with pytest.raises(ValueError, match="exactly one of epochs or minutes"):
+        TrainConfig()
+    with pytest.raises(ValueError, match="batch size must be at least 2"):
+        TrainConfig(epochs=1, batch_size=1)
+    with pytest.raises(ValueError, match="unknown method"):
+        RunSpec("moco", "digits")
+
+
+def test_two_processes_train_one_run_once(tmp_path):
+    """A time-budgeted run trained twice would differ; with the lock the second loads the first."""
+    code = (
+        "from sslkit.train import RunSpec, TrainConfig, pretrain;"
+        "run = pretrain(RunSpec('simclr', 'digits', train=TrainConfig(minutes=0.05, batch_size=64)), progress_bar=False);"
+        "print(run.history[-1]['step'], float(sum(p.sum() for p in run.method.parameters())))"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1]
+    assert len(list((tmp_path / "cache" / "runs").iterdir())) == 1
