@@ -2,13 +2,15 @@
 
 from sslkit.methods.base import MethodOutput, SSLMethod
 from sslkit.methods.byol import BYOL, BYOLConfig
+from sslkit.methods.jigsaw import Jigsaw, JigsawConfig
 from sslkit.methods.rotation import Rotation, RotationConfig
 from sslkit.methods.simclr import SimCLR, SimCLRConfig
 
 METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
     "simclr": (SimCLRConfig, SimCLR),
     "rotation": (RotationConfig, Rotation),
+    "jigsaw": (JigsawConfig, Jigsaw),
     "byol": (BYOLConfig, BYOL),
 }
 
-__all__ = ["BYOL", "BYOLConfig", "METHODS", "MethodOutput", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig"]
+__all__ = ["Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "METHODS", "MethodOutput", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig"]

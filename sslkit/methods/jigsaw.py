@@ -1,0 +1,245 @@
+"""Jigsaw puzzles: cut an image into a 3x3 grid of tiles, shuffle them, predict the shuffle.
+
+To put the tiles back a network has to recognise the object parts they show (a wheel goes
+under a car, an eye above a nose). One shared encoder (the "context-free network") sees each
+tile alone; the tile features are concatenated and an MLP predicts which permutation of a
+fixed set was applied. Gaps and jitter between tiles and per-tile normalisation take away the
+low-level shortcuts (continuing edges and lines, matching colour statistics).
+
+Noroozi, Favaro. "Unsupervised Learning of Visual Representations by Solving Jigsaw Puzzles."
+ECCV 2016. https://arxiv.org/abs/1603.09246
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sslkit.augment import random_grayscale
+from sslkit.backbones import Encoder
+from sslkit.methods.base import MethodOutput, SSLMethod
+
+MIN_TILE = 8   # px: the small CNN halves a tile three times; below 8 px nothing is left to pool
+
+
+@dataclass
+class JigsawConfig:
+    """The jigsaw task's settings; the paper's defaults unless a comment says otherwise."""
+
+    grid: int = 3                       # tiles per side: 3x3 = 9 tiles
+    num_permutations: int = 1000        # size of the permutation set (the paper's best: 1000)
+    min_hamming: int | None = None      # demand at least this minimum Hamming distance; None = what the greedy reaches
+    # Images are resized to image_size before cutting. The paper cuts 64-px tiles from 75-px cells
+    # of a 225-px crop of ImageNet; a 32-px CIFAR image would give 9-px tiles, too small for the
+    # encoder to see anything, so small images are upsampled (32 -> 64 px gives 18-px tiles). The
+    # cost: tiles are 2x enlarged, while the encoder is evaluated on whole images at 1x.
+    image_size: int = 64
+    tile_fraction: float = 64 / 75     # tile side / cell side: the rest is the random gap and jitter
+    per_tile_norm: bool = True          # normalise each tile by its own mean and std (paper, sec. 3.3)
+    gray_p: float = 0.3                 # grey images against chromatic shortcuts (the authors' code: 0.3)
+    tile_dim: int = 512                 # fc6: per-tile features, shared weights
+    hidden_dim: int = 1024              # fc7 (paper: 4096; smaller here for CPU budgets)
+    permutation_seed: int = 0
+
+    def __post_init__(self):
+        if self.grid < 2:
+            raise ValueError(f"grid must be at least 2 tiles per side, got {self.grid}.")
+        if not 0.0 < self.tile_fraction <= 1.0:
+            raise ValueError(f"tile_fraction must be in (0, 1], got {self.tile_fraction}.")
+        if self.tile_size < MIN_TILE:
+            raise ValueError(f"a {self.grid}x{self.grid} grid on {self.image_size}-px images gives "
+                             f"{self.tile_size}-px tiles, below the {MIN_TILE} px the encoder needs: "
+                             f"use a smaller grid or a larger image_size.")
+        n_tiles = self.grid ** 2
+        if n_tiles <= 20 and self.num_permutations > math.factorial(n_tiles):
+            raise ValueError(f"num_permutations={self.num_permutations} is more than the "
+                             f"{math.factorial(n_tiles)} permutations of {n_tiles} tiles.")
+        if self.num_permutations < 2:
+            raise ValueError(f"num_permutations must be at least 2, got {self.num_permutations}.")
+        if self.min_hamming is not None and not 1 <= self.min_hamming <= n_tiles:
+            raise ValueError(f"min_hamming must be in [1, {n_tiles}], got {self.min_hamming}.")
+        if not 0.0 <= self.gray_p <= 1.0:
+            raise ValueError(f"gray_p must be a probability in [0, 1], got {self.gray_p}.")
+
+    @property
+    def cell_size(self) -> int:
+        return self.image_size // self.grid
+
+    @property
+    def tile_size(self) -> int:
+        return int(round(self.cell_size * self.tile_fraction))
+
+
+# ------------------------------------------------------------------------ the permutation set
+
+@lru_cache(maxsize=16)
+def greedy_permutations(n_tiles: int, size: int, seed: int = 0, pool: int = 100_000) -> tuple[torch.Tensor, np.ndarray]:
+    """A permutation set chosen greedily for maximal minimum Hamming distance.
+
+    As the authors' code: start from a random permutation, then repeatedly add the candidate
+    farthest from the set chosen so far. The candidates are a random pool of ``pool``
+    permutations (all of them when there are fewer), and each candidate's distance to the set
+    is kept up to date with one vectorised comparison per pick.
+
+    Returns:
+        perms: ``(size, n_tiles)`` long, each row a permutation of ``range(n_tiles)``.
+        min_distance: ``(size,)``; ``min_distance[i]`` is the minimum Hamming distance within
+            the first ``i + 1`` permutations (``n_tiles`` for a single one), so the curve of set
+            size against minimum distance comes for free.
+    """
+    rng = np.random.default_rng(seed)
+    n_all = math.factorial(n_tiles)
+    if n_all <= pool:
+        import itertools
+
+        cand = np.array(list(itertools.permutations(range(n_tiles))), dtype=np.int8)
+    else:
+        cand = np.argsort(rng.random((pool, n_tiles)), axis=1).astype(np.int8)
+    if size > len(cand):
+        raise ValueError(f"a permutation set of {size} was asked for, but only {len(cand)} candidates exist.")
+    cand_t = np.ascontiguousarray(cand.T)          # (T, N): one contiguous row per position, 20x faster
+
+    def distance_to(perm: np.ndarray) -> np.ndarray:     # (N,) Hamming distance of every candidate to perm
+        d = np.zeros(cand_t.shape[1], dtype=np.int8)
+        for pos in range(n_tiles):
+            d += cand_t[pos] != perm[pos]
+        return d
+
+    chosen = [int(rng.integers(len(cand)))]
+    dist = distance_to(cand[chosen[0]])                 # each candidate's distance to the set so far
+    min_distance = [n_tiles]
+    for _ in range(size - 1):
+        j = int(dist.argmax())
+        min_distance.append(min(min_distance[-1], int(dist[j])))
+        chosen.append(j)
+        np.minimum(dist, distance_to(cand[j]), out=dist)
+    return torch.from_numpy(cand[chosen].astype(np.int64)), np.array(min_distance)
+
+
+def min_hamming_distance(perms: torch.Tensor) -> int:
+    """The smallest Hamming distance between two different rows of ``perms (P, T)``."""
+    d = (perms[:, None, :] != perms[None, :, :]).sum(-1)
+    d.fill_diagonal_(perms.shape[1] + 1)
+    return int(d.min())
+
+
+# ------------------------------------------------------------------------ tiles
+
+def cut_tiles(images: torch.Tensor, cfg: JigsawConfig, jitter: bool = True) -> torch.Tensor:
+    """Resize to ``cfg.image_size`` and cut a grid of tiles, each at a random place in its cell.
+
+    (B, C, H, W) -> (B, T, C, t, t) with T = grid**2 in row-major order and t = cfg.tile_size.
+    With ``jitter=False`` every tile is centred in its cell (for figures).
+    """
+    B, C, H, W = images.shape
+    S, g, cell, t = cfg.image_size, cfg.grid, cfg.cell_size, cfg.tile_size
+    if (H, W) != (S, S):
+        images = F.interpolate(images, size=(S, S), mode="bilinear", align_corners=False, antialias=S < min(H, W))
+    slack_img, slack_cell = S - g * cell, cell - t        # where the grid sits; where a tile sits in its cell
+    dev = images.device
+    if jitter:
+        origin = torch.randint(0, slack_img + 1, (B, 1, 2), device=dev)
+        offset = torch.randint(0, slack_cell + 1, (B, g * g, 2), device=dev)
+    else:
+        origin = torch.full((B, 1, 2), slack_img // 2, device=dev)
+        offset = torch.full((B, g * g, 2), slack_cell // 2, device=dev)
+    cells = torch.stack(torch.meshgrid(torch.arange(g, device=dev), torch.arange(g, device=dev), indexing="ij"), -1)
+    top_left = origin + cells.view(1, g * g, 2) * cell + offset          # (B, T, 2) as (row, col)
+    r = top_left[..., 0].view(B, -1, 1, 1) + torch.arange(t, device=dev).view(1, 1, t, 1)
+    c = top_left[..., 1].view(B, -1, 1, 1) + torch.arange(t, device=dev).view(1, 1, 1, t)
+    b = torch.arange(B, device=dev).view(B, 1, 1, 1)
+    return images.permute(0, 2, 3, 1)[b, r, c].permute(0, 1, 4, 2, 3)   # (B, T, C, t, t)
+
+
+def shuffle_tiles(tiles: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
+    """Place tile ``perms[b, i]`` at position i: (B, T, ...) with perms (B, T) -> (B, T, ...)."""
+    idx = perms.view(*perms.shape, *([1] * (tiles.dim() - 2))).expand_as(tiles)
+    return tiles.gather(1, idx)
+
+
+def unshuffle_tiles(shuffled: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`shuffle_tiles`: put every tile back where it came from."""
+    return shuffle_tiles(shuffled, perms.argsort(1))
+
+
+def assemble(tiles: torch.Tensor, grid: int, gap: int = 1) -> torch.Tensor:
+    """Lay out (B, T, C, t, t) tiles as (B, C, H, W) images with ``gap`` px of white between."""
+    B, T, C, t, _ = tiles.shape
+    side = grid * t + (grid - 1) * gap
+    out = torch.ones(B, C, side, side, dtype=tiles.dtype, device=tiles.device)
+    out = out * (255 if tiles.dtype == torch.uint8 else 1)
+    for i in range(T):
+        r, c = divmod(i, grid)
+        out[:, :, r * (t + gap): r * (t + gap) + t, c * (t + gap): c * (t + gap) + t] = tiles[:, i]
+    return out
+
+
+# ------------------------------------------------------------------------ the model
+
+class Jigsaw(SSLMethod):
+    def __init__(self, encoder: Encoder, cfg: JigsawConfig | None = None):
+        super().__init__()
+        self.cfg = cfg = cfg or JigsawConfig()
+        self.encoder = encoder
+        T = cfg.grid ** 2
+        perms, min_distance = greedy_permutations(T, cfg.num_permutations, cfg.permutation_seed)
+        if cfg.min_hamming is not None and min_distance[-1] < cfg.min_hamming:
+            n_ok = int((min_distance >= cfg.min_hamming).sum())
+            raise ValueError(f"only {n_ok} permutations of {T} tiles with minimum Hamming distance "
+                             f"{cfg.min_hamming} were found, fewer than num_permutations={cfg.num_permutations}: "
+                             f"ask for at most {n_ok} or a smaller min_hamming.")
+        self.register_buffer("perms", perms)                  # (P, T)
+        self.min_distance = int(min_distance[-1])
+        # fc6 on each tile with shared weights, then fc7 and fc8 on the concatenation (paper, fig. 3)
+        self.tile_fc = nn.Sequential(nn.Linear(encoder.dim, cfg.tile_dim), nn.ReLU(inplace=True))
+        self.classifier = nn.Sequential(nn.Linear(T * cfg.tile_dim, cfg.hidden_dim), nn.ReLU(inplace=True),
+                                        nn.Linear(cfg.hidden_dim, cfg.num_permutations))
+
+    def normalise_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
+        """Per-tile normalisation (B, T, C, t, t): each tile gets zero mean and unit std per
+        channel, written in the encoder's input space (its own dataset normalisation then gives
+        exactly that), so no tile can be placed by its brightness or contrast alone."""
+        if not self.cfg.per_tile_norm:
+            return tiles
+        mean = tiles.mean((-2, -1), keepdim=True)
+        std = tiles.std((-2, -1), keepdim=True)
+        return (tiles - mean) / (std + 1e-3) * self.encoder.std + self.encoder.mean
+
+    def puzzles(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random puzzles: (B, C, H, W) -> shuffled tiles (B, T, C, t, t), labels (B,) into ``perms``."""
+        images = random_grayscale(images, self.cfg.gray_p)
+        labels = torch.randint(len(self.perms), (images.shape[0],), device=images.device)
+        return shuffle_tiles(cut_tiles(images, self.cfg), self.perms[labels]), labels
+
+    def classify(self, shuffled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shuffled tiles (B, T, C, t, t) -> permutation logits (B, P) and tile features (B, T, D)."""
+        B, T = shuffled.shape[:2]
+        h = self.encoder(self.normalise_tiles(shuffled).flatten(0, 1))   # (B*T, D): one pass over all tiles
+        z = self.tile_fc(h).view(B, -1)                                  # (B, T * tile_dim), in position order
+        return self.classifier(z), h.view(B, T, -1)
+
+    def forward(self, images: torch.Tensor) -> MethodOutput:
+        """images: (B, C, H, W) in [0, 1]."""
+        shuffled, labels = self.puzzles(images)
+        logits, h = self.classify(shuffled)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = (logits.argmax(1) == labels).float().mean().detach()
+        # the collapse signal reads the mean tile feature of each image (no extra whole-image pass)
+        return MethodOutput(loss, features=h.mean(1).detach(),
+                            extras={"logits": logits.detach(), "labels": labels, "accuracy": accuracy})
+
+    @torch.no_grad()
+    def solve(self, shuffled: torch.Tensor) -> torch.Tensor:
+        """Probabilities over the permutation set (B, P) for shuffled tiles (B, T, C, t, t), eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.classify(shuffled.to(self.perms.device).float())[0].softmax(1).cpu()
+        finally:
+            self.train(was_training)

@@ -1,0 +1,113 @@
+import math
+
+import pytest
+import torch
+
+from sslkit.backbones import build_encoder
+from sslkit.methods import METHODS
+from sslkit.methods.jigsaw import (Jigsaw, JigsawConfig, assemble, cut_tiles, greedy_permutations,
+                                   min_hamming_distance, shuffle_tiles, unshuffle_tiles)
+
+
+def make(channels=3, **kw):
+    torch.manual_seed(0)
+    enc = build_encoder("small_cnn", channels, [0.5] * channels, [0.25] * channels)
+    return Jigsaw(enc, JigsawConfig(**kw))
+
+
+def test_registered():
+    assert METHODS["jigsaw"] == (JigsawConfig, Jigsaw)
+
+
+def test_a_permutation_then_its_inverse_gives_the_original_tiles():
+    tiles = torch.rand(5, 9, 3, 4, 4)
+    perms = torch.stack([torch.randperm(9) for _ in range(5)])
+    shuffled = shuffle_tiles(tiles, perms)
+    assert not torch.equal(shuffled, tiles)
+    for b in range(5):
+        for i in range(9):   # position i shows the tile from position perms[b, i]
+            assert torch.equal(shuffled[b, i], tiles[b, perms[b, i]])
+    assert torch.equal(unshuffle_tiles(shuffled, perms), tiles)
+
+
+def test_tiles_are_cut_from_their_cells_and_tile_the_image_without_jitter():
+    cfg = JigsawConfig(image_size=30, tile_fraction=1.0)          # 10-px cells, tiles fill them
+    x = torch.rand(2, 3, 30, 30)
+    tiles = cut_tiles(x, cfg, jitter=False)
+    assert tiles.shape == (2, 9, 3, 10, 10)
+    assert torch.equal(assemble(tiles, 3, gap=0), x)
+
+
+def test_jittered_tiles_stay_inside_their_cells():
+    cfg = JigsawConfig(image_size=64)                            # 21-px cells, 18-px tiles
+    ramp = torch.arange(64.0)
+    x = torch.stack([ramp.view(64, 1).expand(64, 64), ramp.view(1, 64).expand(64, 64), torch.zeros(64, 64)])[None]
+    tiles = cut_tiles(x.expand(4, -1, -1, -1), cfg)              # channel 0 = row, channel 1 = column
+    t = cfg.tile_size
+    for i in range(9):
+        r, c = divmod(i, 3)
+        top, left = tiles[:, i, 0, 0, 0], tiles[:, i, 1, 0, 0]
+        assert ((top >= r * 21) & (top + t <= (r + 1) * 21 + 1)).all()
+        assert ((left >= c * 21) & (left + t <= (c + 1) * 21 + 1)).all()
+
+
+@pytest.mark.parametrize("size", [10, 100, 1000])
+def test_permutation_set_has_the_size_and_minimum_distance_reported(size):
+    perms, min_distance = greedy_permutations(9, size, 0)
+    assert perms.shape == (size, 9)
+    assert all(sorted(p) == list(range(9)) for p in perms.tolist())
+    assert len({tuple(p) for p in perms.tolist()}) == size
+    assert min_hamming_distance(perms) == min_distance[-1]
+    for n in (2, size // 2, size):     # the curve is right for every prefix, too
+        assert min_hamming_distance(perms[:n]) == min_distance[n - 1]
+
+
+def test_greedy_beats_random_permutations():
+    perms, min_distance = greedy_permutations(9, 100, 0)
+    random_set = torch.stack([torch.randperm(9) for _ in range(100)])
+    assert min_distance[-1] >= 6 > min_hamming_distance(random_set)
+
+
+def test_all_permutations_of_four_tiles():
+    perms, min_distance = greedy_permutations(4, 24, 0)
+    assert len({tuple(p) for p in perms.tolist()}) == math.factorial(4)
+    assert min_distance[0] == 4 and min_distance[-1] == 2
+
+
+def test_forward_shapes_and_finite_loss():
+    m = make(num_permutations=50)
+    out = m(torch.rand(4, 3, 32, 32))
+    assert torch.isfinite(out.loss)
+    assert out.features.shape == (4, 256)
+    assert out.extras["logits"].shape == (4, 50)
+
+
+def test_per_tile_normalisation_gives_zero_mean_unit_std_after_the_encoder_norm():
+    m = make(num_permutations=10)
+    tiles = torch.rand(2, 9, 3, 8, 8) * 0.3 + 0.5
+    z = (m.normalise_tiles(tiles) - m.encoder.mean) / m.encoder.std     # (1, C, 1, 1) broadcasts over (B, T)
+    assert torch.allclose(z.mean((-2, -1)), torch.zeros(2, 9, 3), atol=1e-5)
+    assert torch.allclose(z.std((-2, -1)), torch.ones(2, 9, 3), atol=0.02)   # up to the 1e-3 guard
+
+
+def test_loss_falls_on_a_small_batch():
+    m = make(channels=1, num_permutations=10, gray_p=0.0, hidden_dim=64, tile_dim=32)
+    # smooth images with structure, so tiles can be told apart
+    x = torch.nn.functional.interpolate(torch.rand(8, 1, 4, 4), size=(32, 32), mode="bilinear")
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(40):
+        out = m(x)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(float(out.loss.detach()))
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+
+
+def test_solve_gives_a_distribution_over_the_set():
+    m = make(num_permutations=20)
+    shuffled, labels = m.puzzles(torch.rand(3, 3, 32, 32))
+    p = m.solve(shuffled)
+    assert p.shape == (3, 20) and torch.allclose(p.sum(1), torch.ones(3), atol=1e-5)
+    assert m.training
