@@ -111,3 +111,45 @@ def test_solve_gives_a_distribution_over_the_set():
     p = m.solve(shuffled)
     assert p.shape == (3, 20) and torch.allclose(p.sum(1), torch.ones(3), atol=1e-5)
     assert m.training
+
+
+def test_a_grid_that_does_not_fit_is_refused():
+    with pytest.raises(ValueError, match="8x8 grid on 64-px images gives 7-px tiles"):
+        JigsawConfig(grid=8)
+    JigsawConfig(grid=8, image_size=96)     # fits once the images are resized larger
+
+
+def test_more_permutations_than_exist_is_refused():
+    with pytest.raises(ValueError, match="more than the 24 permutations of 4 tiles"):
+        JigsawConfig(grid=2, num_permutations=25)
+
+
+def test_more_permutations_than_the_distance_allows_is_refused():
+    _, min_distance = greedy_permutations(9, 1000, 0)
+    n_ok = int((min_distance >= 7).sum())
+    with pytest.raises(ValueError, match=f"only {n_ok} permutations of 9 tiles with minimum Hamming distance 7"):
+        make(num_permutations=1000, min_hamming=7)
+    m = make(num_permutations=n_ok, min_hamming=7)          # exactly as many as exist is fine
+    assert min_hamming_distance(m.perms) >= 7
+
+
+def run_cli(*args):
+    import os
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "sslkit", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+
+
+@pytest.mark.parametrize("config,says", [
+    (["grid=8"], "8x8 grid on 64-px images gives 7-px tiles"),
+    (["num_permutations=1000", "min_hamming=7"], "permutations of 9 tiles with minimum Hamming distance 7"),
+    (["grid=2", "num_permutations=100"], "more than the 24 permutations of 4 tiles"),
+])
+def test_cli_bad_jigsaw_settings_give_one_line_and_write_nothing(tmp_path, config, says):
+    args = [a for c in config for a in ("--config", c)]
+    r = run_cli("pretrain", "jigsaw", "--dataset", "digits", *args, "--out", str(tmp_path / "out"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()

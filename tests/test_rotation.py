@@ -85,3 +85,20 @@ def test_rotation_probs_shape_and_normalised():
 def test_unsupported_rotation_counts_are_refused(K):
     with pytest.raises(ValueError, match="num_rotations must be 2, 4 or 8"):
         RotationConfig(num_rotations=K)
+
+
+def run_cli(*args):
+    import os
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "sslkit", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=600)
+
+
+def test_cli_refuses_an_unsupported_rotation_count_and_writes_nothing(tmp_path):
+    r = run_cli("pretrain", "rotation", "--dataset", "digits", "--config", "num_rotations=3",
+                "--out", str(tmp_path / "out"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "num_rotations must be 2, 4 or 8, got 3" in lines[0], r.stderr
+    assert not (tmp_path / "out").exists()
