@@ -91,3 +91,76 @@ def build_encoder(name: str, in_channels: int, mean: list[float], std: list[floa
         raise ValueError(f"unknown backbone '{name}': use one of {', '.join(BACKBONES)}.")
     make, dim = BACKBONES[name]
     return Encoder(make(in_channels, image_size), dim, mean, std)
+
+
+def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding ``(grid * grid, dim)``, row-major over the
+    patch grid: half the channels encode the row, half the column (MAE's ``get_2d_sincos_pos_embed``)."""
+    if dim % 4:
+        raise ValueError(f"the ViT width must be divisible by 4 for a 2-D sine-cosine embedding, got {dim}.")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))   # (D/4,)
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                                indexing="ij")
+
+    def encode(pos):  # (L,) -> (L, D/2)
+        angle = pos.flatten()[:, None] * omega[None]
+        return torch.cat([angle.sin(), angle.cos()], 1)
+
+    return torch.cat([encode(rows), encode(cols)], 1).float()
+
+
+class ViT(nn.Module):
+    """A small Vision Transformer for small images: non-overlapping ``patch_size`` patches, a
+    fixed sine-cosine position embedding, pre-norm blocks from torch's ``TransformerEncoderLayer``,
+    a final LayerNorm and the mean of the patch tokens as the feature (B, D).
+
+    There is no class token: the mean-pooled tokens are what MAE's fine-tuning and its ablation
+    use (MAE, section A.1), and they serve kNN and linear probes as well. The pieces are exposed
+    so that MAE's encoder can run them on the visible patches only: ``patch_embed``,
+    ``pos_embed`` (L, D), ``blocks``, ``norm``; ``tokens`` and ``encode_tokens`` are the two halves
+    of ``forward``.
+    """
+
+    def __init__(self, in_channels: int = 3, image_size: int = 32, patch_size: int = 4, dim: int = 128,
+                 depth: int = 4, heads: int = 4, mlp_ratio: int = 4):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"the image size {image_size} is not divisible by the ViT's patch size {patch_size}: "
+                             f"use images whose side is a multiple of {patch_size}.")
+        self.patch_size, self.dim, self.grid = patch_size, dim, image_size // patch_size
+        self.num_patches = self.grid ** 2                                            # L
+        self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)  # a linear map per patch
+        self.register_buffer("pos_embed", sincos_position_embedding(self.grid, dim))   # (L, D), fixed as in MAE
+        self.blocks = nn.ModuleList([
+            nn.TransformerEncoderLayer(dim, heads, dim * mlp_ratio, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, C, H, W) -> patch tokens with positions (B, L, D)."""
+        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+
+    def encode_tokens(self, t: torch.Tensor) -> torch.Tensor:
+        """(B, L', D) tokens, any subset of the patches -> (B, L', D) after the blocks and norm."""
+        for block in self.blocks:
+            t = block(t)
+        return self.norm(t)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, D): the mean of all the encoded patch tokens."""
+        return self.encode_tokens(self.tokens(x)).mean(1)
+
+
+def vit_mini(in_channels: int = 3, image_size: int = 32) -> ViT:
+    """Patch 4, width 128, 4 blocks of 4 heads (0.8M parameters): the CPU profile's ViT."""
+    return ViT(in_channels, image_size, patch_size=4, dim=128, depth=4, heads=4)
+
+
+def vit_tiny(in_channels: int = 3, image_size: int = 32) -> ViT:
+    """ViT-Tiny's width and depth (192, 12 blocks of 3 heads; 5.4M parameters) with patch 4 for 32x32 images."""
+    return ViT(in_channels, image_size, patch_size=4, dim=192, depth=12, heads=3)
+
+
+BACKBONES["vit_mini"] = (vit_mini, 128)
+BACKBONES["vit_tiny"] = (vit_tiny, 192)

@@ -2,6 +2,7 @@
 
 from sslkit.methods.base import MethodOutput, SSLMethod
 from sslkit.methods.byol import BYOL, BYOLConfig
+from sslkit.methods.mae import MAE, MAEConfig
 from sslkit.methods.jigsaw import Jigsaw, JigsawConfig
 from sslkit.methods.rotation import Rotation, RotationConfig
 from sslkit.methods.simclr import SimCLR, SimCLRConfig
@@ -11,6 +12,7 @@ METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
     "rotation": (RotationConfig, Rotation),
     "jigsaw": (JigsawConfig, Jigsaw),
     "byol": (BYOLConfig, BYOL),
+    "mae": (MAEConfig, MAE),
 }
 
-__all__ = ["Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "METHODS", "MethodOutput", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig"]
+__all__ = ["Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig"]

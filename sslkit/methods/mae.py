@@ -1,0 +1,174 @@
+"""MAE: hide most of an image's patches and learn to paint them back.
+
+The image is cut into patches and 75% of them, chosen at random per image, are dropped; a ViT
+encoder sees only the visible quarter (so pre-training is cheap), and a light decoder, given
+the encoded visible patches plus a learned mask token at every hidden position, predicts the
+pixels of the hidden patches. The loss is the mean squared error on the hidden patches only,
+against targets normalised per patch. The encoder is kept; the decoder is thrown away.
+
+He, Chen, Xie, Li, Dollár, Girshick. "Masked Autoencoders Are Scalable Vision Learners."
+CVPR 2022. https://arxiv.org/abs/2111.06377 (reference code: facebookresearch/mae, models_mae.py)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from sslkit.augment import random_resized_crop
+from sslkit.backbones import Encoder, ViT, sincos_position_embedding
+from sslkit.methods.base import MethodOutput, SSLMethod
+
+
+@dataclass
+class MAEConfig:
+    """MAE's settings: the paper's masking, loss and augmentation; a decoder scaled down.
+
+    The paper's decoder (512 wide, 8 blocks) is for ViT-B/L encoders of 768-1024 width; for the
+    kit's small ViTs it is 64 wide with 2 blocks, keeping the paper's point that the decoder is
+    much lighter per token than the encoder.
+    """
+
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True     # targets normalised per patch (the paper's default, table 1c)
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    crop_scale_min: float = 0.2    # the paper's only augmentation: RandomResizedCrop(0.2, 1) + flip
+
+    def __post_init__(self):
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError(f"mask ratio must be in (0, 1), got {self.mask_ratio}.")
+        if self.decoder_dim % 4 or self.decoder_dim % self.decoder_heads:
+            raise ValueError(f"decoder_dim must be divisible by 4 and by decoder_heads, got {self.decoder_dim} "
+                             f"and {self.decoder_heads} heads.")
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            raise ValueError(f"crop_scale_min must be in (0, 1], got {self.crop_scale_min}.")
+
+
+class MAE(SSLMethod):
+    def __init__(self, encoder: Encoder, cfg: MAEConfig | None = None):
+        super().__init__()
+        self.cfg = cfg or MAEConfig()
+        c = self.cfg
+        if not isinstance(encoder.backbone, ViT):
+            raise ValueError(f"MAE needs a ViT backbone (--backbone vit_mini or vit_tiny), got "
+                             f"{type(encoder.backbone).__name__}.")
+        self.encoder = encoder
+        vit = encoder.backbone
+        self.patch_size, self.grid = vit.patch_size, vit.grid
+        self.channels = vit.patch_embed.in_channels
+        self.decoder_embed = nn.Linear(vit.dim, c.decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.register_buffer("decoder_pos_embed", sincos_position_embedding(vit.grid, c.decoder_dim))
+        self.decoder_blocks = nn.ModuleList([
+            nn.TransformerEncoderLayer(c.decoder_dim, c.decoder_heads, 4 * c.decoder_dim, dropout=0.0,
+                                       activation="gelu", batch_first=True, norm_first=True)
+            for _ in range(c.decoder_depth)])
+        self.decoder_norm = nn.LayerNorm(c.decoder_dim)
+        self.decoder_pred = nn.Linear(c.decoder_dim, self.patch_size ** 2 * self.channels)
+
+    # ------------------------------------------------------------------ patches
+    def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, L, p*p*C), patches in row-major order, pixels (row, col, channel)."""
+        B, C, H, W = imgs.shape
+        p, g = self.patch_size, H // self.patch_size
+        x = imgs.reshape(B, C, g, p, g, p)
+        return torch.einsum("bchpwq->bhwpqc", x).reshape(B, g * g, p * p * C)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, p*p*C) -> (B, C, H, W), the inverse of :meth:`patchify`."""
+        B, p, g, C = x.shape[0], self.patch_size, self.grid, self.channels
+        x = x.reshape(B, g, g, p, p, C)
+        return torch.einsum("bhwpqc->bchpwq", x).reshape(B, C, g * p, g * p)
+
+    # ------------------------------------------------------------------ masking
+    def random_masking(self, x: torch.Tensor, mask_ratio: float):
+        """Keep a random ``round(L * (1 - mask_ratio))`` of the tokens of each image.
+
+        Per image, sort random noise: the first indices of the shuffle are kept.
+        x: (B, L, D) -> kept (B, L_vis, D), mask (B, L) with 1 = hidden, ids_restore (B, L)
+        (the position of each original token in the shuffle, to undo it).
+        """
+        B, L, D = x.shape
+        keep = round(L * (1 - mask_ratio))
+        if not 0 < keep < L:
+            raise ValueError(f"mask ratio {mask_ratio} leaves {keep} of the {L} patches visible: "
+                             "choose a ratio that keeps at least one patch visible and hides at least one.")
+        noise = torch.rand(B, L, device=x.device)
+        ids_shuffle = noise.argsort(dim=1)              # ascending: small noise is kept
+        ids_restore = ids_shuffle.argsort(dim=1)
+        ids_keep = ids_shuffle[:, :keep]
+        kept = x.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, D))
+        mask = torch.ones(B, L, device=x.device)
+        mask[:, :keep] = 0
+        mask = mask.gather(1, ids_restore)              # back to the original patch order
+        return kept, mask, ids_restore
+
+    # ------------------------------------------------------------------ the model
+    def forward_encoder(self, imgs: torch.Tensor, mask_ratio: float):
+        """[0, 1] images (B, C, H, W) -> latent (B, L_vis, D) of the visible patches only, mask, ids_restore."""
+        vit = self.encoder.backbone
+        t = vit.tokens((imgs - self.encoder.mean) / self.encoder.std)   # (B, L, D), positions added
+        t, mask, ids_restore = self.random_masking(t, mask_ratio)
+        return vit.encode_tokens(t), mask, ids_restore
+
+    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """latent (B, L_vis, D) -> predicted pixels of every patch (B, L, p*p*C)."""
+        x = self.decoder_embed(latent)                                   # (B, L_vis, Dd)
+        B, keep, Dd = x.shape
+        L = ids_restore.shape[1]
+        x = torch.cat([x, self.mask_token.expand(B, L - keep, Dd)], 1)   # the hidden ones go last ...
+        x = x.gather(1, ids_restore.unsqueeze(-1).expand(-1, -1, Dd))    # ... then everyone back in place
+        x = x + self.decoder_pos_embed
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_pred(self.decoder_norm(x))
+
+    def targets(self, imgs: torch.Tensor) -> torch.Tensor:
+        """What the decoder should predict: (B, L, p*p*C) patches of the encoder's normalised
+        input, each patch normalised to mean 0, variance 1 when ``norm_pix_loss``."""
+        target = self.patchify((imgs - self.encoder.mean) / self.encoder.std)
+        if self.cfg.norm_pix_loss:
+            mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        return target
+
+    def forward_loss(self, imgs: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean squared error per patch, averaged over the hidden patches only."""
+        per_patch = ((pred.float() - self.targets(imgs)) ** 2).mean(-1)  # (B, L)
+        return (per_patch * mask).sum() / mask.sum()
+
+    def forward(self, images: torch.Tensor, mask_ratio: float | None = None) -> MethodOutput:
+        """images: (B, C, H, W) in [0, 1]. extras: ``pred`` (B, L, p*p*C), ``mask`` (B, L), ``images``."""
+        ratio = self.cfg.mask_ratio if mask_ratio is None else mask_ratio
+        if self.training:
+            images = random_resized_crop(images, scale=(self.cfg.crop_scale_min, 1.0), flip_p=0.5)
+        latent, mask, ids_restore = self.forward_encoder(images, ratio)
+        pred = self.forward_decoder(latent, ids_restore)
+        loss = self.forward_loss(images, pred, mask)
+        return MethodOutput(loss, features=latent.mean(1).detach(),
+                            extras={"pred": pred.detach(), "mask": mask, "images": images})
+
+    @torch.no_grad()
+    def reconstruct(self, images: torch.Tensor, mask_ratio: float | None = None) -> dict[str, torch.Tensor]:
+        """For figures: ``masked`` input (hidden patches grey), ``reconstruction`` (visible patches as
+        they were, hidden ones predicted) and the ``mask``, all (B, C, H, W) in [0, 1].
+
+        With ``norm_pix_loss`` the prediction is in per-patch normalised units; it is mapped back
+        with each true patch's mean and std, as the paper's own visualisations do.
+        """
+        x = images
+        latent, mask, ids_restore = self.forward_encoder(x, self.cfg.mask_ratio if mask_ratio is None else mask_ratio)
+        pred = self.forward_decoder(latent, ids_restore).float()
+        true = self.patchify((x - self.encoder.mean) / self.encoder.std)
+        if self.cfg.norm_pix_loss:
+            pred = pred * (true.var(-1, keepdim=True) + 1e-6) ** 0.5 + true.mean(-1, keepdim=True)
+        pasted = torch.where(mask.bool().unsqueeze(-1), pred, true)
+        to_image = lambda patches: (self.unpatchify(patches) * self.encoder.std + self.encoder.mean).clamp(0, 1)
+        pixel_mask = self.unpatchify(mask.unsqueeze(-1).expand_as(true)).bool()
+        return {"original": x, "masked": torch.where(pixel_mask, torch.full_like(x, 0.5), x),
+                "reconstruction": to_image(pasted), "mask": pixel_mask.float()}
