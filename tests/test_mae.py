@@ -161,3 +161,15 @@ def test_pretrain_on_digits():
     run = pretrain(RunSpec("mae", "digits", backbone="vit_mini", train={"epochs": 0.3, "batch_size": 64}),
                    progress_bar=False)
     assert run.history and math.isfinite(run.history[-1]["loss"])
+
+
+def test_image_size_not_divisible_writes_nothing(tmp_path):
+    from sslkit.data import ImageData
+
+    x = torch.randint(0, 255, (40, 3, 30, 30), dtype=torch.uint8)
+    y = torch.arange(40) % 2
+    data = ImageData("odd", x, y, x[:8], y[:8], ["a", "b"])
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="image size 30 is not divisible"):
+        pretrain(RunSpec("mae", "odd", backbone="vit_mini", train={"epochs": 1, "batch_size": 8}), out, data=data)
+    assert not out.exists()
