@@ -130,3 +130,57 @@ def format_table(results: dict[str, dict], shots: int = 10) -> str:
             cells.append(txt.rjust(14))
         lines.append(name.ljust(width) + "".join(cells))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ layer-wise probe
+
+def encoder_stages(encoder: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """The encoder's backbone as named stages to run in order: ``SmallCNN.stages`` (stage1..4),
+    or a ResNet's stem then ``layer1..layer4`` (the stem is folded into layer1)."""
+    backbone = encoder.backbone
+    if hasattr(backbone, "stages"):
+        return {f"stage{i + 1}": s for i, s in enumerate(backbone.stages)}
+    if all(hasattr(backbone, f"layer{i}") for i in range(1, 5)):
+        stem = torch.nn.Sequential(backbone.conv1, backbone.bn1, backbone.relu, backbone.maxpool)
+        return {"layer1": torch.nn.Sequential(stem, backbone.layer1),
+                **{f"layer{i}": getattr(backbone, f"layer{i}") for i in range(2, 5)}}
+    raise ValueError(f"no stages known for a {type(backbone).__name__} backbone: the layer-wise probe "
+                     "reads SmallCNN.stages or a ResNet's layer1..layer4.")
+
+
+@torch.no_grad()
+def extract_stage_features(encoder: torch.nn.Module, images: torch.Tensor, pool: int = 2,
+                           batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """Features after each stage: uint8 ``images (N, C, H, W)`` -> ``{stage: (N, C_s * pool**2)}``.
+
+    Each stage's feature map is average-pooled to ``pool x pool`` (the paper trains its
+    classifiers on whole feature maps; pooling keeps a little of the layout while making the
+    probes affordable). Runs the stages one after the other, in eval mode, no hooks.
+    """
+    stages = encoder_stages(encoder)
+    device = next(encoder.parameters()).device
+    was_training = encoder.training
+    encoder.eval()
+    out: dict[str, list] = {name: [] for name in stages}
+    try:
+        for i in range(0, len(images), batch_size):
+            x = images[i: i + batch_size].to(device).float().div_(255)
+            x = (x - encoder.mean) / encoder.std                   # the Encoder's own input normalisation
+            for name, stage in stages.items():
+                x = stage(x)                                       # (b, C_s, H_s, W_s)
+                out[name].append(F.adaptive_avg_pool2d(x, pool).flatten(1).float().cpu())
+    finally:
+        encoder.train(was_training)
+    return {name: torch.cat(f) for name, f in out.items()}
+
+
+def layerwise_probe(encoder: torch.nn.Module, data: ImageData, pool: int = 2, max_iter: int = 300) -> dict[str, float]:
+    """Linear-probe accuracy in [0, 1] on the features after each stage of the encoder.
+
+    Rotation's paper (Gidaris et al. 2018, table 1) found the middle blocks best: the last
+    ones specialise in the pretext task. ``{stage: accuracy}`` in network order.
+    """
+    train_f = extract_stage_features(encoder, data.train_x, pool)
+    test_f = extract_stage_features(encoder, data.test_x, pool)
+    return {name: linear_probe(train_f[name], data.train_y, test_f[name], data.test_y, max_iter=max_iter)
+            for name in train_f}

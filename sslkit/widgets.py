@@ -107,3 +107,149 @@ def temperature_explorer(z1: torch.Tensor, z2: torch.Tensor, anchor: int = 0) ->
 def show(widget: W.Widget) -> None:
     """Display a widget (a thin wrapper so notebooks read the same everywhere)."""
     display(widget)
+
+
+# ------------------------------------------------------------------------ rotation and jigsaw
+
+def _int_slider(description: str, value: int, lo: int, hi: int) -> W.IntSlider:
+    return W.IntSlider(value=value, min=lo, max=hi, description=description, continuous_update=False,
+                       style={"description_width": "120px"}, layout=W.Layout(width="380px"))
+
+
+def rotation_explorer(method, images: torch.Tensor, labels: torch.Tensor | None = None,
+                      classes: list[str] | None = None) -> W.Widget:
+    """Pick an image and an angle; see the rotated image and the model's probability for each angle.
+
+    Args:
+        method: a trained :class:`sslkit.methods.rotation.Rotation`.
+        images: uint8 ``(N, C, H, W)``; labels and classes only name the images.
+    """
+    angles = method.cfg.angles
+    controls = {"index": _int_slider("image", 0, 0, len(images) - 1),
+                "k": W.Dropdown(options=[(f"{a:g}°", k) for k, a in enumerate(angles)], value=0,
+                                description="rotate by", style={"description_width": "120px"})}
+    out = W.Output()
+
+    def draw(index, k):
+        probs = method.rotation_probs(images[index: index + 1])[0, k]          # (K,)
+        views, _ = method.rotations(images[index: index + 1].float().div(255).to(next(method.parameters()).device))
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(1, 2, figsize=(9, 3), gridspec_kw={"width_ratios": [1, 2.2]})
+            axes[0].imshow(to_display(views[k: k + 1])[0], interpolation="nearest")
+            name = f" ({classes[int(labels[index])]})" if labels is not None and classes is not None else ""
+            axes[0].set_title(f"image {index}{name}, rotated {angles[k]:g}°", fontsize=9)
+            axes[0].axis("off")
+            colors = ["tab:green" if j == k else "tab:blue" for j in range(len(angles))]
+            axes[1].bar([f"{a:g}°" for a in angles], probs.numpy(), color=colors)
+            axes[1].set_ylim(0, 1)
+            axes[1].set_ylabel("predicted probability")
+            guess = int(probs.argmax())
+            axes[1].set_title(f"model says {angles[guess]:g}° with p = {float(probs[guess]):.2f} "
+                              f"({'right' if guess == k else 'wrong'}; green: the true angle)", fontsize=9)
+            fig.tight_layout()
+            plt.show()
+
+    _on_change(controls, draw)
+    return W.VBox([W.HBox(list(controls.values())), out])
+
+
+def jigsaw_viewer(images: torch.Tensor, method=None, cfg=None, seed: int = 0) -> W.Widget:
+    """The puzzle viewer: pick an image, grid size, gap and permutation; see the tiles, the
+    shuffled puzzle and its label, and (with a trained ``method`` and its grid) the model's
+    solution put back together.
+
+    Args:
+        images: uint8 ``(N, C, H, W)``.
+        method: a trained :class:`sslkit.methods.jigsaw.Jigsaw`, or None for the puzzle alone.
+        cfg: the :class:`~sslkit.methods.jigsaw.JigsawConfig` to start from (default: the method's).
+    """
+    import math
+    from dataclasses import replace
+
+    from sslkit.methods.jigsaw import JigsawConfig, assemble, cut_tiles, greedy_permutations, shuffle_tiles, unshuffle_tiles
+
+    cfg = cfg or (method.cfg if method is not None else JigsawConfig(num_permutations=100))
+    n_perms = cfg.num_permutations
+    controls = {"index": _int_slider("image", 0, 0, len(images) - 1),
+                "grid": _int_slider("grid", cfg.grid, 2, 5),
+                "tile_fraction": _slider("tile / cell", cfg.tile_fraction, 0.5, 1.0),
+                "label": _int_slider("permutation", 0, 0, n_perms - 1)}
+    out = W.Output()
+
+    def draw(index, grid, tile_fraction, label):
+        c = replace(cfg, grid=grid, tile_fraction=tile_fraction, num_permutations=min(n_perms, math.factorial(grid ** 2)))
+        perms, min_distance = greedy_permutations(grid ** 2, c.num_permutations, c.permutation_seed)
+        label = min(label, len(perms) - 1)
+        torch.manual_seed(seed + index)          # the same jitter while only the permutation changes
+        tiles = cut_tiles(images[index: index + 1].float().div(255), c)        # (1, T, C, t, t)
+        shuffled = shuffle_tiles(tiles, perms[label: label + 1])
+        panels = [("the tiles, in place (gaps and jitter)", assemble(tiles, grid, gap=2)),
+                  (f"shuffled: permutation {label} of {len(perms)}\n{perms[label].tolist()}", assemble(shuffled, grid, gap=2))]
+        if method is not None and grid == method.cfg.grid and abs(tile_fraction - method.cfg.tile_fraction) < 1e-6:
+            probs = method.solve(shuffled)[0]
+            guess = int(probs.argmax())
+            solved = unshuffle_tiles(shuffled, method.perms[guess: guess + 1].cpu())
+            verdict = "right" if guess == label else "wrong"
+            panels.append((f"model's solution: permutation {guess}\n(p = {float(probs[guess]):.2f}, {verdict})",
+                           assemble(solved, grid, gap=2)))
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.2 * (len(panels) + 1), 3.4))
+            axes[0].imshow(to_display(images[index: index + 1])[0], interpolation="nearest")
+            axes[0].set_title(f"image {index}", fontsize=9)
+            for ax, (title, img) in zip(axes[1:], panels):
+                ax.imshow(to_display(img)[0], interpolation="nearest")
+                ax.set_title(title, fontsize=8)
+            for ax in axes:
+                ax.axis("off")
+            fig.suptitle(f"{grid}x{grid} grid, {c.tile_size}-px tiles in {c.cell_size}-px cells of the image resized "
+                         f"to {c.image_size} px; the set's minimum Hamming distance is {int(min_distance[-1])}",
+                         fontsize=9)
+            fig.tight_layout()
+            plt.show()
+
+    _on_change(controls, draw)
+    return W.VBox([W.HBox([W.VBox(list(controls.values())[:2]), W.VBox(list(controls.values())[2:])]), out])
+
+
+def permutation_set_explorer(n_tiles: int = 9, max_size: int = 2000, seed: int = 0) -> W.Widget:
+    """Set size against minimum Hamming distance for the greedy permutation set, and the
+    pairwise distances of the chosen set beside those of random permutations."""
+    from sslkit.methods.jigsaw import greedy_permutations
+
+    perms, min_distance = greedy_permutations(n_tiles, max_size, seed)
+    size = W.IntSlider(value=min(100, max_size), min=2, max=max_size, description="set size",
+                       continuous_update=False, layout=W.Layout(width="420px"))
+    out = W.Output()
+
+    def pairwise(p: torch.Tensor) -> torch.Tensor:
+        d = (p[:, None, :] != p[None, :, :]).sum(-1)
+        return d[torch.triu(torch.ones_like(d, dtype=torch.bool), 1)]
+
+    def draw(size):
+        g = torch.Generator().manual_seed(seed)
+        n = min(size, 1000)     # the histograms use at most 1000 permutations (500k pairs)
+        random_set = torch.stack([torch.randperm(n_tiles, generator=g) for _ in range(n)])
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+            axes[0].plot(range(1, max_size + 1), min_distance)
+            axes[0].axvline(size, color="tab:red", ls="--")
+            axes[0].set_xscale("log")
+            axes[0].set_xlabel("set size")
+            axes[0].set_ylabel("minimum Hamming distance")
+            axes[0].set_title(f"{size} permutations of {n_tiles} tiles: any two differ in at least "
+                              f"{int(min_distance[size - 1])} positions", fontsize=9)
+            bins = torch.arange(n_tiles + 2) - 0.5
+            axes[1].hist(pairwise(perms[:n]).numpy(), bins=bins.numpy(), alpha=0.7, density=True, label="greedy max-min")
+            axes[1].hist(pairwise(random_set).numpy(), bins=bins.numpy(), alpha=0.5, density=True, label="random")
+            axes[1].set_xlabel("Hamming distance between two permutations of the set")
+            axes[1].set_title(f"pairwise distances of {n}: closest pair {int(pairwise(perms[:n]).min())} (greedy), "
+                              f"{int(pairwise(random_set).min())} (random)", fontsize=9)
+            axes[1].legend(fontsize=8)
+            fig.tight_layout()
+            plt.show()
+
+    _on_change({"size": size}, draw)
+    return W.VBox([size, out])

@@ -153,3 +153,19 @@ def test_cli_bad_jigsaw_settings_give_one_line_and_write_nothing(tmp_path, confi
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_puzzle_viewer_and_permutation_explorer_draw():
+    import matplotlib.pyplot as plt
+
+    from sslkit.widgets import jigsaw_viewer, permutation_set_explorer
+
+    m = make(num_permutations=30)
+    w = jigsaw_viewer((torch.rand(3, 3, 32, 32) * 255).to(torch.uint8), m)
+    assert len(plt.gcf().axes) == 4                 # image, tiles, puzzle, the model's solution
+    w.children[0].children[0].children[1].value = 2  # a 2x2 grid: no solution from a 3x3 model
+    assert len(plt.gcf().axes) == 3
+    plt.close("all")
+    permutation_set_explorer(max_size=50)
+    assert "any two differ in at least" in plt.gcf().axes[0].get_title()
+    plt.close("all")

@@ -102,3 +102,37 @@ def test_cli_refuses_an_unsupported_rotation_count_and_writes_nothing(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "num_rotations must be 2, 4 or 8, got 3" in lines[0], r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_layerwise_probe_reads_every_stage_and_the_last_one_is_the_encoder_output():
+    from sslkit.data import load_dataset
+    from sslkit.evaluate import extract_features, extract_stage_features, layerwise_probe
+
+    m = make(4, channels=1)
+    data = load_dataset("digits").subset(300, 100)
+    stages = extract_stage_features(m.encoder, data.test_x[:20], pool=1)
+    assert list(stages) == ["stage1", "stage2", "stage3", "stage4"]
+    assert [f.shape[1] for f in stages.values()] == [32, 64, 128, 256]
+    assert torch.allclose(stages["stage4"], extract_features(m.encoder, data.test_x[:20]), atol=1e-5)
+    acc = layerwise_probe(m.encoder, data)
+    assert list(acc) == list(stages) and all(0.3 < a <= 1.0 for a in acc.values())   # 10 classes: chance is 0.1
+
+
+def test_layerwise_probe_on_resnet18_uses_layer1_to_layer4():
+    from sslkit.evaluate import extract_stage_features
+
+    enc = build_encoder("resnet18", 3, [0.5] * 3, [0.25] * 3)
+    f = extract_stage_features(enc, (torch.rand(2, 3, 16, 16) * 255).to(torch.uint8), pool=1)
+    assert {k: v.shape[1] for k, v in f.items()} == {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
+
+
+def test_rotation_explorer_draws():
+    import matplotlib.pyplot as plt
+
+    from sslkit.widgets import rotation_explorer
+
+    m = make(8)
+    w = rotation_explorer(m, (torch.rand(4, 3, 16, 16) * 255).to(torch.uint8))
+    w.children[0].children[1].value = 3           # choose 135 degrees: redraws
+    assert "135°" in plt.gcf().axes[0].get_title()
+    plt.close("all")
