@@ -253,3 +253,88 @@ def permutation_set_explorer(n_tiles: int = 9, max_size: int = 2000, seed: int =
 
     _on_change({"size": size}, draw)
     return W.VBox([size, out])
+
+
+def _synthetic_weight_path(steps: int, seed: int) -> torch.Tensor:
+    """A stand-in for one online weight during training: a slow drift plus step-to-step noise."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 1, steps)
+    return torch.sin(3 * torch.pi * t) + 0.5 * t + 0.15 * torch.randn(steps, generator=g).cumsum(0) / steps ** 0.5 \
+        + 0.1 * torch.randn(steps, generator=g)
+
+
+def ema_explorer(online: torch.Tensor | None = None, steps: int = 400, seed: int = 0) -> W.Widget:
+    """BYOL's target as an exponential moving average: a momentum slider, the online weight's path
+    (grey) and the target's (red), target <- m * target + (1 - m) * online after every step.
+
+    Args:
+        online: ``(T,)`` values of one online weight over T steps (e.g. recorded in training);
+            None draws a synthetic path of ``steps`` steps.
+    """
+    from sslkit.methods.byol import momentum_at
+
+    path = (online if online is not None else _synthetic_weight_path(steps, seed)).float().flatten()
+    T = len(path)
+    momentum = W.FloatLogSlider(value=0.01, base=10, min=-3, max=0, step=0.05, description="1 - momentum",
+                                continuous_update=False, layout=W.Layout(width="420px"))
+    schedule = W.Checkbox(value=False, description="cosine schedule to 1 (as BYOL)")
+    out = W.Output()
+
+    def draw(one_minus, cosine):
+        base = 1.0 - one_minus
+        target = torch.empty(T)
+        target[0] = path[0]            # the target starts as a copy of the online network
+        for k in range(1, T):
+            m = momentum_at(k / T, base) if cosine else base
+            target[k] = m * target[k - 1] + (1 - m) * path[k]
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(9, 3.2))
+            ax.plot(path.numpy(), color="0.6", lw=1, label="online weight")
+            ax.plot(target.numpy(), color="tab:red", lw=2, label="target (EMA)")
+            ax.set_xlabel("training step")
+            ax.set_ylabel("weight value")
+            ax.legend(fontsize=8, loc="upper left")
+            ax.set_title(f"m = {base:.4f}: the target averages the last ~1/(1-m) = {1 / max(one_minus, 1e-9):.0f} "
+                         f"steps{' (then slows to a stop as m -> 1)' if cosine else ''}", fontsize=10)
+            fig.tight_layout()
+            plt.show()
+
+    _on_change({"one_minus": momentum, "cosine": schedule}, draw)
+    return W.VBox([W.HBox([momentum, schedule]), out])
+
+
+def mask_explorer(mae, images: torch.Tensor, n: int = 6, seed: int = 0) -> W.Widget:
+    """MAE's mask-ratio slider on a trained model: original, masked input and reconstruction of
+    ``n`` images side by side, with the masked-patch error at that ratio.
+
+    Args:
+        mae: a trained :class:`sslkit.methods.mae.MAE`.
+        images: uint8 ``(N, C, H, W)``; the first ``n`` are shown.
+    """
+    L = mae.grid ** 2
+    ratio = W.FloatSlider(value=mae.cfg.mask_ratio, min=0.05, max=round(1 - 1 / L, 2), step=0.05,
+                          description="mask ratio", continuous_update=False, layout=W.Layout(width="420px"))
+    x = images[:n].float().div(255).to(mae.encoder.mean.device)
+    out = W.Output()
+
+    def draw(r):
+        r = min(max(r, 0.5 / L + 1e-6), 1 - 0.5 / L - 1e-6)   # keep at least one patch on each side
+        was_training = mae.training
+        mae.eval()
+        torch.manual_seed(seed)          # the same noise for every ratio: masks grow as the ratio does
+        rec = mae.reconstruct(x, r)
+        mae.train(was_training)
+        hidden = rec["mask"].bool()
+        mse = float(((rec["reconstruction"] - rec["original"])[hidden] ** 2).mean()) if hidden.any() else 0.0
+        with out:
+            out.clear_output(wait=True)
+            rows = torch.cat([rec["original"], rec["masked"], rec["reconstruction"]]).cpu()
+            fig, ax = plt.subplots(figsize=(1.1 * n + 1, 3.9))
+            image_grid(rows, nrow=n, ax=ax, title=f"rows: original, masked input, reconstruction\nmask ratio "
+                                                 f"{r:.2f}: {int(round(L * (1 - r)))} of {L} patches visible; "
+                                                 f"MSE on the hidden pixels {mse:.4f}")
+            plt.show()
+
+    _on_change({"r": ratio}, draw)
+    return W.VBox([ratio, out])
