@@ -71,7 +71,8 @@ def get_profile(name: str | None = None) -> Profile:
     if name == "quick":
         dataset = os.environ.get("SSLKIT_DATASET") or quick_dataset()
         return Profile("quick", dataset, "small_cnn", "auto",
-                       train={"*": {"minutes": 0.5, "batch_size": 256, "lr": 1e-3, "checkpoint_every": 100},
+                       train={"*": {"minutes": 0.5, "batch_size": 256, "lr": 1e-3, "checkpoint_every": 100,
+                                    "log_every": 5},
                               # MAE: the paper's AdamW weight decay 0.05 and 5% warm-up (40 of 800 epochs),
                               # but lr 1.5e-3, ten times its 1.5e-4 * B/256: a run of about a hundred
                               # steps needs the faster start (loss lower after the same steps here)

@@ -64,7 +64,8 @@ def plot_history(history: list[dict], axes=None, label: str | None = None,
     titles = {"loss": "training loss", "embedding_spread": "embedding spread (1 = healthy, 0 = collapsed)",
               "lr": "learning rate", "images_per_s": "images / s"}
     for ax, key in zip(axes, keys):
-        ax.plot(steps, [r.get(key) if r.get(key) is not None else np.nan for r in history], label=label)
+        values = [r.get(key) if r.get(key) is not None else np.nan for r in history]
+        ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
         ax.set_title(titles.get(key, key), fontsize=10)
         ax.set_xlabel("step")
         if label:
