@@ -24,6 +24,7 @@ import torch
 
 from sslkit.cache import atomic_save, cache_root
 
+_CACHE_FORMAT = 2   # bump when what is cached changes, so stale entries are not read
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -36,7 +37,7 @@ class ImageData:
     """A dataset held in memory.
 
     Attributes:
-        name: the name it was loaded by (a named dataset or a folder path).
+        name: the dataset's name (a folder's own name for a folder of images).
         train_x: uint8 images ``(N, C, H, W)``.
         train_y: int64 labels ``(N,)``.
         test_x, test_y: the test split, same layout.
@@ -202,7 +203,7 @@ def _download(name: str, root: Path) -> None:
 
 
 def _cached(key: str, signature: str, load, use_cache: bool) -> ImageData:
-    digest = hashlib.sha1(f"{key}|{signature}".encode()).hexdigest()[:12]
+    digest = hashlib.sha1(f"{key}|{signature}|{_CACHE_FORMAT}".encode()).hexdigest()[:12]
     slug = Path(key).name if key.startswith("folder-") else key
     path = cache_root() / "datasets" / f"{slug}-{digest}.pt"
     if use_cache and path.exists():
@@ -347,8 +348,8 @@ def _load_folder(folder: Path) -> ImageData:
         tfiles, tlabels, tclasses = _image_files(folder / "test")
         if tclasses != classes:
             raise ValueError(f"{folder}/test has classes {tclasses}, not the train classes {classes}.")
-        return ImageData(str(folder), x, y, _decode(tfiles), torch.tensor(tlabels), classes)
+        return ImageData(folder.name, x, y, _decode(tfiles), torch.tensor(tlabels), classes)
     test = _stratified(y, len(y) // 5, torch.Generator().manual_seed(0))
     train = torch.ones(len(y), dtype=torch.bool)
     train[test] = False
-    return ImageData(str(folder), x[train], y[train], x[test], y[test], classes)
+    return ImageData(folder.name, x[train], y[train], x[test], y[test], classes)

@@ -22,8 +22,9 @@ def to_display(images: torch.Tensor) -> np.ndarray:
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, ax=None, title: str | None = None,
-               labels: Sequence[str] | None = None, scale: float = 1.0):
-    """Show a batch of images as a grid (one subplot per image when ``labels`` are given)."""
+               labels: Sequence[str] | None = None, scale: float = 1.0, row_labels: Sequence[str] | None = None):
+    """Show a batch of images as a grid (one subplot per image when ``labels`` are given;
+    ``row_labels`` name each row on the left)."""
     imgs = to_display(images)
     n = len(imgs)
     ncol = min(nrow, n)
@@ -48,7 +49,12 @@ def image_grid(images: torch.Tensor, nrow: int = 8, ax=None, title: str | None =
     if ax is None:
         _, ax = plt.subplots(figsize=(scale * 0.45 * ncol * max(1, W / 32) + 1, scale * 0.45 * rows * max(1, H / 32) + 0.5))
     ax.imshow(canvas, interpolation="nearest")
-    ax.axis("off")
+    ax.set_xticks([])
+    ax.set_yticks([pad + r * (H + pad) + H / 2 for r in range(len(row_labels))] if row_labels else [])
+    if row_labels:
+        ax.set_yticklabels(row_labels)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
     if title:
         ax.set_title(title)
     return ax.figure

@@ -1,0 +1,49 @@
+# Set-up and the two jobs of the README. Every target creates the virtual environment first
+# when it is missing (or when pyproject.toml changed since).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SHARED_DATA ?= ../shared/data
+export SSLKIT_DATA ?= $(CURDIR)/data
+
+.PHONY: demo test unit notebooks lab bench clean-cache
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+# The CIFAR-10 JPEG copy beside the project, extracted once (atomically) into the ignored data/.
+data/cifar10-jpeg/train:
+	@if [ -f $(SHARED_DATA)/cifar10-jpeg.tar.gz ]; then \
+	  echo "extracting $(SHARED_DATA)/cifar10-jpeg.tar.gz into data/cifar10-jpeg"; \
+	  rm -rf data/.cifar10-jpeg.tmp && mkdir -p data/.cifar10-jpeg.tmp && \
+	  tar xzf $(SHARED_DATA)/cifar10-jpeg.tar.gz -C data/.cifar10-jpeg.tmp && \
+	  mv data/.cifar10-jpeg.tmp data/cifar10-jpeg; \
+	else echo "no $(SHARED_DATA)/cifar10-jpeg.tar.gz: the quick profile will use digits"; fi
+
+demo: $(VENV)/.installed
+	$(PY) -m sslkit demo
+
+# Unit tests and every notebook through nbval (quick profile), in a fresh run cache so the
+# notebooks really train. --nbval-lax: cells run and must not raise; outputs are not compared
+# (training curves differ from run to run).
+test: $(VENV)/.installed data/cifar10-jpeg/train
+	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests
+
+notebooks: $(VENV)/.installed data/cifar10-jpeg/train
+	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick $(PY) -m pytest notebooks --nbval-lax
+
+lab: $(VENV)/.installed data/cifar10-jpeg/train
+	$(VENV)/bin/jupyter lab notebooks
+
+bench: $(VENV)/.installed data/cifar10-jpeg/train
+	$(PY) benchmarks/simclr_cpu.py
+
+clean-cache:
+	rm -rf $${SSLKIT_CACHE:-$$HOME/.cache/sslkit}
