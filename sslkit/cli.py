@@ -70,7 +70,7 @@ def cmd_download(args) -> int:
 
 def cmd_pretrain(args) -> int:
     from sslkit.profiles import get_profile
-    from sslkit.train import RunSpec, TrainConfig, pretrain, resolve_device
+    from sslkit.train import RunSpec, TrainConfig, load_data, pretrain, resolve_device
 
     device = resolve_device(args.device)
     profile = get_profile("full" if device.type == "cuda" else "quick")
@@ -87,9 +87,11 @@ def cmd_pretrain(args) -> int:
         train_kw["lr"] = args.lr
     spec = RunSpec(method=args.method, dataset=args.dataset, backbone=args.backbone or profile.backbone_for(args.method),
                    method_config=method_config, train=TrainConfig(**train_kw))
-    out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{Path(args.dataset).name}-{config_key(spec.key_dict())}"
-    print(f"pre-training {args.method} on {args.dataset} with {spec.backbone} on {device.type}; run folder: {out}")
-    run = pretrain(spec, out, data_root=args.data_root, device=str(device))
+    out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{Path(args.dataset).name}-{config_key(spec.to_dict())}"
+    data = load_data(spec, args.data_root)
+    print(f"pre-training {args.method} on {data.name} ({len(data.pretrain_x)} images) with {spec.backbone} "
+          f"on {device.type}; run folder: {out}")
+    run = pretrain(spec, out, device=str(device), data=data)
     last = run.history[-1] if run.history else {}
     print(f"done: {last.get('step', 0)} steps, final loss {last.get('loss', float('nan')):.3f}, "
           f"{last.get('images_per_s', 0):.0f} images/s. Next: python -m sslkit evaluate {out}")

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from sslkit.backbones import build_encoder
 from sslkit.cache import atomic_save, atomic_write_json, file_lock, run_dir_for
-from sslkit.data import ImageData, load_dataset
+from sslkit.data import DATASETS, ImageData, load_dataset
 from sslkit.methods import METHODS, SSLMethod
 
 
@@ -80,6 +80,8 @@ class RunSpec:
             self.train = TrainConfig(**self.train)
         if self.method not in METHODS:
             raise ValueError(f"unknown method '{self.method}': use one of {', '.join(METHODS)}.")
+        if self.dataset not in DATASETS and Path(self.dataset).expanduser().is_dir():
+            self.dataset = str(Path(self.dataset).expanduser().resolve())   # usable from any folder
         # validate and fill in the method's defaults now, before anything is built or written
         cfg_cls, _ = METHODS[self.method]
         self.method_config = asdict(cfg_cls(**self.method_config))
@@ -87,12 +89,6 @@ class RunSpec:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def key_dict(self) -> dict:
-        """The spec with a dataset folder given by its absolute path, for the cache key."""
-        d = self.to_dict()
-        if Path(self.dataset).exists():
-            d["dataset"] = str(Path(self.dataset).resolve())
-        return d
 
 
 @dataclass
@@ -310,7 +306,7 @@ def pretrain(spec: RunSpec, out_dir: str | Path | None = None, *, data_root: str
     data = data if data is not None else load_data(spec, data_root)
     device = resolve_device(device)
     method = build_method(spec, data)                  # validates everything before a file is written
-    out_dir = Path(out_dir) if out_dir is not None else run_dir_for(spec.key_dict())
+    out_dir = Path(out_dir) if out_dir is not None else run_dir_for(spec.to_dict())
     _check_same_spec(out_dir, spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(out_dir / ".lock"):                  # a second process waits, then loads the result

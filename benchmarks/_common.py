@@ -1,0 +1,52 @@
+"""What every benchmark script shares: where the data is, the machine, and the results file."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def cifar10_folder() -> Path:
+    """The CIFAR-10 JPEG folder (`make data/cifar10-jpeg/train` extracts it), or exit with why."""
+    folder = Path(os.environ.get("SSLKIT_DATA", ROOT / "data")) / "cifar10-jpeg"
+    if not (folder / "train").is_dir():
+        sys.exit(f"no CIFAR-10 JPEG folder at {folder}: run `make data/cifar10-jpeg/train` first "
+                 "(it extracts ../shared/data/cifar10-jpeg.tar.gz).")
+    return folder
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{os.cpu_count()}-core {cpu}, {gpu}, torch {torch.__version__}, load average {load:.1f} at start"
+
+
+def sslkit(*args: str) -> None:
+    """Run the command line exactly as a user would; stop the benchmark if it fails."""
+    cmd = [sys.executable, "-m", "sslkit", *args]
+    print("$", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def save(name: str, record: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {"date": datetime.date.today().isoformat(), "machine": machine(), **record}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+    return path
