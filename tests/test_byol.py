@@ -152,3 +152,10 @@ def test_pretrain_on_digits_records_the_spread():
                            train={"epochs": 0.2, "batch_size": 64, "log_every": 1}), progress_bar=False)
     assert run.history and all(r["embedding_spread"] is not None for r in run.history)
     assert run.method.momentum > run.method.cfg.base_momentum
+
+
+def test_collapse_signal_is_the_online_projection_of_one_view():
+    m = make_byol()
+    out = m(torch.rand(8, 3, 16, 16))
+    assert out.features.shape == (8, 32) and not out.features.requires_grad
+    assert out.extras["encoder_features"].shape == (16, 256)

@@ -115,12 +115,17 @@ class BYOL(SSLMethod):
         B = images.shape[0]
         v = self.views(images)
         h = self.encoder(v)                        # (2B, D): one pass over both views
-        p = self.predictor(self.projector(h))      # (2B, projection_dim)
+        y = self.projector(h)                      # (2B, projection_dim)
+        p = self.predictor(y)
         z = self.target_projections(v)             # (2B, projection_dim), no gradient
         # symmetric: view 1's prediction regresses view 2's target, and the other way round
         loss = (regression_loss(p[:B], z[B:]) + regression_loss(p[B:], z[:B])).mean()
-        return MethodOutput(loss, features=h[:B].detach(),
-                            extras={"predictions": p.detach(), "targets": z, "momentum": self.momentum})
+        # the collapse signal is taken on the online projections, the embeddings the loss acts
+        # on: that is where collapse shows first (measured: with both switches off the projections
+        # collapse within a few dozen steps while the encoder's features have not moved yet)
+        return MethodOutput(loss, features=y[:B].detach(),
+                            extras={"encoder_features": h.detach(), "predictions": p.detach(), "targets": z,
+                                    "momentum": self.momentum})
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
