@@ -79,8 +79,10 @@ def cmd_pretrain(args) -> int:
         method_config["temperature"] = args.temperature
     budget = ({"minutes": args.minutes} if args.minutes is not None else
               {"epochs": args.epochs} if args.epochs is not None else
-              {k: v for k, v in profile.train["*"].items() if k in ("epochs", "minutes")})
-    train_kw = {**profile.train["*"], "epochs": None, "minutes": None, **budget, "seed": args.seed}
+              {"steps": args.steps} if args.steps is not None else {})
+    train_kw = {**vars(profile.train_config(args.method)), "seed": args.seed}
+    if budget:
+        train_kw.update({"epochs": None, "minutes": None, "steps": None, **budget})
     if args.batch_size is not None:
         train_kw["batch_size"] = args.batch_size
     if args.lr is not None:
@@ -153,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backbone", help="small_cnn, resnet18, ... (default: small_cnn on CPU, resnet18 on GPU)")
     budget = t.add_mutually_exclusive_group()
     budget.add_argument("--epochs", type=float)
-    budget.add_argument("--minutes", type=float, help="a wall-clock training budget instead of epochs")
+    budget.add_argument("--steps", type=int)
+    budget.add_argument("--minutes", type=float, help="a wall-clock training budget instead of epochs or steps")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--temperature", type=float, help="the contrastive temperature (SimCLR)")

@@ -21,6 +21,9 @@ from sslkit.data import ImageData, default_root, is_available, load_dataset
 from sslkit.train import RunSpec, TrainConfig
 
 
+_BUDGETS = {"epochs", "steps", "minutes"}
+
+
 @dataclass
 class Profile:
     """Settings for one profile. ``train`` holds TrainConfig fields per method (``"*"`` for all)."""
@@ -31,6 +34,7 @@ class Profile:
     device: str
     train: dict = field(default_factory=dict)
     method_backbones: dict = field(default_factory=dict)   # methods that need another backbone (MAE: a ViT)
+    method_configs: dict = field(default_factory=dict)     # per-method settings scaled to the profile (jigsaw: set size)
     eval_train: int | None = None     # evaluate on a stratified subset of this many train images
     eval_test: int | None = None
     plot_points: int = 2000           # points in UMAP / t-SNE figures
@@ -39,13 +43,20 @@ class Profile:
         return self.method_backbones.get(method, self.backbone)
 
     def train_config(self, method: str, **changes) -> TrainConfig:
-        return TrainConfig(**{**self.train.get("*", {}), **self.train.get(method, {}), **changes})
+        """The profile's settings for ``method``, with ``changes`` on top. A budget given in a
+        higher layer (``minutes=1`` here, say) replaces the budget of the layers below."""
+        merged: dict = {}
+        for layer in (self.train.get("*", {}), self.train.get(method, {}), changes):
+            if _BUDGETS & {k for k, v in layer.items() if v is not None}:
+                merged = {k: v for k, v in merged.items() if k not in _BUDGETS}
+            merged.update(layer)
+        return TrainConfig(**merged)
 
     def spec(self, method: str, method_config: dict | None = None, backbone: str | None = None,
              **train_changes) -> RunSpec:
         """The run this profile makes of ``method`` (with optional changes)."""
         return RunSpec(method=method, dataset=self.dataset, backbone=backbone or self.backbone_for(method),
-                       method_config=method_config or {}, train=self.train_config(method, **train_changes))
+                       method_config={**self.method_configs.get(method, {}), **(method_config or {})}, train=self.train_config(method, **train_changes))
 
     def load_data(self) -> ImageData:
         """The profile's dataset (downloaded on the full profile when it is missing)."""
@@ -71,13 +82,21 @@ def get_profile(name: str | None = None) -> Profile:
     if name == "quick":
         dataset = os.environ.get("SSLKIT_DATASET") or quick_dataset()
         return Profile("quick", dataset, "small_cnn", "auto",
-                       train={"*": {"minutes": 0.5, "batch_size": 256, "lr": 1e-3, "checkpoint_every": 100,
+                       # a fixed number of steps, sized for about 30 s on two idle CPU cores: the
+                       # same numbers on every run (a time budget would train less on a busy laptop)
+                       train={"*": {"steps": 60, "batch_size": 256, "lr": 1e-3, "checkpoint_every": 100,
                                     "log_every": 5},
                               # MAE: the paper's AdamW weight decay 0.05 and 5% warm-up (40 of 800 epochs),
                               # but lr 1.5e-3, ten times its 1.5e-4 * B/256: a run of about a hundred
                               # steps needs the faster start (loss lower after the same steps here)
-                              "mae": {"lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05}},
+                              "mae": {"lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05},
+                              # rotation: the paper's 128 images per batch (x 4 rotations = 512 views)
+                              "rotation": {"batch_size": 128},
+                              "jigsaw": {"batch_size": 64, "steps": 150}},
                        method_backbones={"mae": "vit_mini"},
+                       # jigsaw: 100 permutations (the paper: 1000), a task a half-minute run can start to
+                       # learn; batch 64 (9 small tiles each) and 150 steps: more steps, about the same time
+                       method_configs={"jigsaw": {"num_permutations": 100}},
                        eval_train=10000, eval_test=2000, plot_points=1000)
     if name == "full":
         return Profile("full", os.environ.get("SSLKIT_DATASET") or "cifar10", "resnet18", "auto",
@@ -88,3 +107,13 @@ def get_profile(name: str | None = None) -> Profile:
                        method_backbones={"mae": "vit_tiny"},
                        eval_train=None, eval_test=None, plot_points=5000)
     raise ValueError(f"unknown profile '{name}': use quick or full.")
+
+
+def scaled_budget(cfg: TrainConfig, factor: float) -> dict:
+    """``cfg``'s training budget times ``factor``, as changes for :meth:`Profile.spec`: the short
+    side runs of an ablation (rotation's K = 2/4/8, jigsaw's shortcut experiment)."""
+    if getattr(cfg, "steps", None):
+        return {"steps": max(1, round(cfg.steps * factor))}
+    if cfg.minutes:
+        return {"minutes": cfg.minutes * factor}
+    return {"epochs": cfg.epochs * factor}

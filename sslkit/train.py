@@ -37,14 +37,17 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainConfig:
-    """How long and how to optimise. Give ``epochs`` or ``minutes`` (a wall-clock budget).
+    """How long and how to optimise. Give one of ``epochs``, ``steps`` or ``minutes``.
 
+    ``epochs`` and ``steps`` are reproducible (the same seed gives the same weights on the CPU);
+    ``minutes`` is a wall-clock budget, for "what do I get in two minutes on this machine".
     The learning rate warms up linearly over the first ``warmup`` fraction of the run, then
     follows a half cosine to zero; with a time budget the fraction is of the time.
     """
 
     epochs: float | None = None
     minutes: float | None = None
+    steps: int | None = None
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -54,10 +57,11 @@ class TrainConfig:
     log_every: int = 10              # steps between history rows
 
     def __post_init__(self):
-        if (self.epochs is None) == (self.minutes is None):
-            raise ValueError("give exactly one of epochs or minutes for the training budget.")
-        if (self.epochs is not None and self.epochs <= 0) or (self.minutes is not None and self.minutes <= 0):
-            raise ValueError("the training budget (epochs or minutes) must be positive.")
+        budgets = [b for b in (self.epochs, self.minutes, self.steps) if b is not None]
+        if len(budgets) != 1:
+            raise ValueError("give exactly one of epochs, steps or minutes for the training budget.")
+        if budgets[0] <= 0:
+            raise ValueError("the training budget (epochs, steps or minutes) must be positive.")
         if self.batch_size < 2:
             raise ValueError(f"batch size must be at least 2, got {self.batch_size}.")
         if self.lr <= 0:
@@ -180,7 +184,7 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
     if n < B:
         raise ValueError(f"batch size {B} is larger than the {n} training images: use --batch-size {n} or less.")
     steps_per_epoch = n // B                       # drop the last partial batch: contrastive losses want full ones
-    total_steps = None if cfg.epochs is None else max(1, round(cfg.epochs * steps_per_epoch))
+    total_steps = cfg.steps or (None if cfg.epochs is None else max(1, round(cfg.epochs * steps_per_epoch)))
     budget_s = None if cfg.minutes is None else cfg.minutes * 60
 
     cuda = device.type == "cuda"

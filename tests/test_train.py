@@ -137,7 +137,7 @@ def test_another_configuration_in_the_same_folder_is_refused(tmp_path, digits):
 
 
 def test_bad_training_settings_are_refused():
-    with pytest.raises(ValueError, match="exactly one of epochs or minutes"):
+    with pytest.raises(ValueError, match="exactly one of epochs, steps or minutes"):
         TrainConfig()
     with pytest.raises(ValueError, match="batch size must be at least 2"):
         TrainConfig(epochs=1, batch_size=1)
