@@ -74,9 +74,10 @@ def cmd_pretrain(args) -> int:
 
     device = resolve_device(args.device)
     profile = get_profile("full" if device.type == "cuda" else "quick")
-    method_config = _config_overrides(args.config or [])
+    overrides = _config_overrides(args.config or [])
     if args.temperature is not None:
-        method_config["temperature"] = args.temperature
+        overrides["temperature"] = args.temperature
+    method_config = profile.method_config(args.method, overrides)
     budget = ({"minutes": args.minutes} if args.minutes is not None else
               {"epochs": args.epochs} if args.epochs is not None else
               {"steps": args.steps} if args.steps is not None else {})
