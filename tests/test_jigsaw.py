@@ -169,3 +169,13 @@ def test_puzzle_viewer_and_permutation_explorer_draw():
     permutation_set_explorer(max_size=50)
     assert "any two differ in at least" in plt.gcf().axes[0].get_title()
     plt.close("all")
+
+
+def test_puzzle_accuracy_is_repeatable_and_leaves_the_global_rng_alone():
+    m = make(num_permutations=10)
+    x = (torch.rand(40, 3, 32, 32) * 255).to(torch.uint8)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = m.puzzle_accuracy(x)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a == m.puzzle_accuracy(x) and 0.0 <= a <= 1.0

@@ -243,3 +243,22 @@ class Jigsaw(SSLMethod):
             return self.classify(shuffled.to(self.perms.device).float())[0].softmax(1).cpu()
         finally:
             self.train(was_training)
+
+    @torch.no_grad()
+    def puzzle_accuracy(self, images: torch.Tensor, cfg: JigsawConfig | None = None, seed: int = 0,
+                        batch_size: int = 256) -> float:
+        """Share of puzzles solved: uint8 ``images (N, C, H, W)``, each cut with ``cfg`` (default:
+        the method's own; the grid must match) and shuffled by a random permutation of the set."""
+        cfg = cfg or self.cfg
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.randint(len(self.perms), (len(images),), generator=g)
+        device = self.perms.device
+        right = 0
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):   # leave the caller's RNG alone
+            torch.manual_seed(seed)                       # the same jitter every call
+            for i in range(0, len(images), batch_size):
+                x = images[i: i + batch_size].to(device).float().div(255)
+                y = labels[i: i + batch_size].to(device)
+                shuffled = shuffle_tiles(cut_tiles(x, cfg), self.perms[y])
+                right += int((self.solve(shuffled).argmax(1) == y.cpu()).sum())
+        return right / len(images)
