@@ -1,0 +1,172 @@
+"""BYOL and MAE pre-training on CIFAR-10 (the JPEG folder), against random init.
+
+BYOL: the quick profile's small CNN pre-trained for a wall-clock budget (2 minutes by default),
+then kNN and linear probe on the quick profile's evaluation subset (10k train / 2k test) beside
+the random-initialised encoder of the same seed; the same budget for each collapse switch (no
+predictor, momentum 0, both), reporting the embedding spread at the start and the end of
+training (1 = healthy, 0 = collapsed) and their kNN.
+
+MAE: the quick profile's ViT (vit_mini) pre-trained for the same budget; on the evaluation
+subset's test images, at mask ratio 0.75 and the same masks for every predictor, the MSE on the
+hidden patches of the model against predicting each hidden patch's own mean (in the per-patch
+normalised units of the loss, where the mean scores about 1, and in [0, 1] pixels); kNN and
+linear probe; and fine-tuning (encoder + linear head, labels, a fixed number of steps) of the
+pre-trained ViT against the random-init ViT with the same budget.
+
+Prints its figures and writes JSON with the date and the machine:
+
+    flock /tmp/sslkit-bench.lock python benchmarks/byol_mae.py --json benchmarks/byol_mae.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sslkit.evaluate import extract_features, fine_tune, knn_accuracy, linear_probe
+from sslkit.profiles import get_profile
+from sslkit.train import build_method, pretrain
+
+BYOL_RUNS = {"byol": {}, "no predictor": {"use_predictor": False}, "momentum 0": {"base_momentum": 0.0},
+             "both": {"use_predictor": False, "base_momentum": 0.0}}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def knn_and_linear(encoder, data) -> dict:
+    train_f, test_f = extract_features(encoder, data.train_x), extract_features(encoder, data.test_x)
+    return {"knn": knn_accuracy(train_f, data.train_y, test_f, data.test_y),
+            "linear": linear_probe(train_f, data.train_y, test_f, data.test_y)}
+
+
+def train_run(profile, method: str, config: dict, dataset: str, minutes: float):
+    spec = profile.spec(method, config, minutes=minutes)
+    spec.dataset = dataset
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.time()
+        run = pretrain(spec, out, progress_bar=False)
+        return spec, run, time.time() - t0
+
+
+def spread(history: list[dict], first: bool) -> float:
+    rows = [r["embedding_spread"] for r in history if r["embedding_spread"] is not None]
+    return rows[0] if first else sum(rows[-3:]) / len(rows[-3:])
+
+
+@torch.no_grad()
+def masked_patch_mse(mae, images: torch.Tensor, ratio: float = 0.75, seed: int = 0) -> dict:
+    """MSE on the hidden patches: the model against each hidden patch's own mean."""
+    mae.eval()
+    torch.manual_seed(seed)
+    sums = {"model": 0.0, "patch_mean": 0.0, "model_pixels": 0.0, "patch_mean_pixels": 0.0}
+    hidden_patches = hidden_pixels = 0.0
+    for i in range(0, len(images), 256):
+        x = images[i: i + 256].float().div(255)
+        latent, mask, ids_restore = mae.forward_encoder(x, ratio)
+        pred = mae.forward_decoder(latent, ids_restore)
+        target = mae.targets(x)
+        m = mask.unsqueeze(-1)
+        sums["model"] += float((((pred - target) ** 2).mean(-1) * mask).sum())
+        # each patch's own mean: 0 in per-patch normalised units (with norm_pix_loss)
+        mean_pred = torch.zeros_like(target) if mae.cfg.norm_pix_loss else target.mean(-1, keepdim=True).expand_as(target)
+        sums["patch_mean"] += float((((mean_pred - target) ** 2).mean(-1) * mask).sum())
+        hidden_patches += float(mask.sum())
+        # the same in [0, 1] pixels (the model's prediction mapped back with the patch's mean and std)
+        true = mae.patchify(x)
+        std = mae.encoder.std.flatten().repeat(mae.patch_size ** 2)          # channel last inside a patch
+        mu = mae.encoder.mean.flatten().repeat(mae.patch_size ** 2)
+        norm_true = (true - mu) / std
+        p = pred * (norm_true.var(-1, keepdim=True) + 1e-6) ** 0.5 + norm_true.mean(-1, keepdim=True) \
+            if mae.cfg.norm_pix_loss else pred
+        p_pix = (p * std + mu).clamp(0, 1)
+        sums["model_pixels"] += float((((p_pix - true) ** 2) * m).sum())
+        sums["patch_mean_pixels"] += float((((true.mean(-1, keepdim=True) - true) ** 2) * m).sum())
+        hidden_pixels += float(mask.sum()) * true.shape[-1]
+    return {"model": sums["model"] / hidden_patches, "patch_mean": sums["patch_mean"] / hidden_patches,
+            "model_pixels": sums["model_pixels"] / hidden_pixels,
+            "patch_mean_pixels": sums["patch_mean_pixels"] / hidden_pixels}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=2.0)
+    p.add_argument("--dataset", default="data/cifar10-jpeg")
+    p.add_argument("--finetune-steps", type=int, default=150)
+    p.add_argument("--finetune-batch", type=int, default=128)
+    p.add_argument("--skip", nargs="*", default=[], choices=["byol", "switches", "mae"])
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args()
+
+    profile = get_profile("quick")
+    results = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()}-core {cpu_name()}, "
+               f"torch {torch.__version__}, {torch.get_num_threads()} threads, no GPU used",
+               "dataset": args.dataset, "minutes": args.minutes, "byol": {}, "mae": {}}
+
+    if "byol" not in args.skip:
+        random_init = None
+        for name, config in BYOL_RUNS.items():
+            if name != "byol" and "switches" in args.skip:
+                continue
+            spec, run, train_s = train_run(profile, "byol", config, args.dataset, args.minutes)
+            data = profile.eval_data(run.data)
+            row = {"config": config, "steps": run.history[-1]["step"], "train_s": train_s,
+                   "final_loss": run.history[-1]["loss"], "spread_start": spread(run.history, True),
+                   "spread_end": spread(run.history, False), "trained": knn_and_linear(run.encoder, data)}
+            if random_init is None:
+                random_init = knn_and_linear(build_method(spec, run.data).encoder, data)
+            row["random_init"] = random_init
+            results["byol"][name] = row
+            print(f"BYOL {name}: {row['steps']} steps in {train_s:.0f} s, loss {row['final_loss']:.3f}, spread "
+                  f"{row['spread_start']:.3f} -> {row['spread_end']:.3f}; kNN {100 * row['trained']['knn']:.1f}% / "
+                  f"linear {100 * row['trained']['linear']:.1f}% (random init {100 * random_init['knn']:.1f}% / "
+                  f"{100 * random_init['linear']:.1f}%)", flush=True)
+
+    if "mae" not in args.skip:
+        spec, run, train_s = train_run(profile, "mae", {}, args.dataset, args.minutes)
+        data = profile.eval_data(run.data)
+        random_enc = build_method(spec, run.data).encoder
+        row = {"backbone": spec.backbone, "train": spec.train.__dict__, "steps": run.history[-1]["step"],
+               "train_s": train_s, "final_loss": run.history[-1]["loss"],
+               "masked_patch_mse": masked_patch_mse(run.method, data.test_x),
+               "trained": knn_and_linear(run.encoder, data), "random_init": knn_and_linear(random_enc, data)}
+        mse = row["masked_patch_mse"]
+        print(f"MAE: {row['steps']} steps in {train_s:.0f} s, loss {row['final_loss']:.3f}; masked-patch MSE "
+              f"{mse['model']:.3f} against {mse['patch_mean']:.3f} for each patch's mean (normalised units), "
+              f"{mse['model_pixels']:.4f} against {mse['patch_mean_pixels']:.4f} in [0, 1] pixels", flush=True)
+        print(f"MAE frozen: kNN {100 * row['trained']['knn']:.1f}% / linear {100 * row['trained']['linear']:.1f}% "
+              f"(random-init ViT {100 * row['random_init']['knn']:.1f}% / {100 * row['random_init']['linear']:.1f}%)",
+              flush=True)
+        t0 = time.time()
+        kw = {"steps": args.finetune_steps, "batch_size": args.finetune_batch}
+        row["fine_tune"] = {"steps": args.finetune_steps, "batch_size": args.finetune_batch,
+                            "trained": fine_tune(run.encoder, data, **kw),
+                            "random_init": fine_tune(random_enc, data, **kw)}
+        row["fine_tune"]["seconds"] = time.time() - t0
+        ft = row["fine_tune"]
+        print(f"MAE fine-tuned ({ft['steps']} steps of {ft['batch_size']}, {ft['seconds']:.0f} s for both): "
+              f"{100 * ft['trained']:.1f}% against {100 * ft['random_init']:.1f}% from random init", flush=True)
+        results["mae"] = row
+
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
