@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -88,7 +88,15 @@ class RunSpec:
             self.dataset = str(Path(self.dataset).expanduser().resolve())   # usable from any folder
         # validate and fill in the method's defaults now, before anything is built or written
         cfg_cls, _ = METHODS[self.method]
-        self.method_config = asdict(cfg_cls(**self.method_config))
+        known = {f.name for f in fields(cfg_cls)}
+        unknown = sorted(set(self.method_config) - known)
+        if unknown:
+            raise ValueError(f"unknown setting '{unknown[0]}' for {self.method}: use one of {', '.join(sorted(known))}.")
+        try:
+            self.method_config = asdict(cfg_cls(**self.method_config))
+        except TypeError as err:   # an unknown key inside a nested setting (augment.foo=1)
+            message = str(err).split("__init__() ")[-1]
+            raise ValueError(f"a {self.method} setting is wrong: {message}.") from err
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -49,6 +49,7 @@ def test_pretrain_then_evaluate(tmp_path):
     (["pretrain", "simclr", "--dataset", "mnist", "--data-root", "EMPTY"], "dataset 'mnist' is not in"),
     (["evaluate", "no/such/run"], "does not exist"),
     (["pretrain", "simclr", "--dataset", "digits", "--config", "nonsense"], "KEY=VALUE"),
+    (["pretrain", "simclr", "--dataset", "digits", "--config", "foo=1"], "unknown setting 'foo' for simclr"),
 ])
 def test_bad_arguments_give_one_line_and_write_nothing(tmp_path, args, says):
     args = [str(tmp_path / "empty") if a == "EMPTY" else a for a in args]
