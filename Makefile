@@ -31,7 +31,7 @@ demo: $(VENV)/.installed
 # notebooks really train. --nbval-lax: cells run and must not raise; outputs are not compared
 # (training curves differ from run to run).
 test: $(VENV)/.installed data/cifar10-jpeg/train
-	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=25
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests
