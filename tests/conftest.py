@@ -24,3 +24,23 @@ def shared_data():
 
 def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def _fit(method, x, steps: int = 40, lr: float = 1e-3) -> list[float]:
+    """Train ``method`` on the one fixed batch ``x`` for ``steps`` steps; the loss of each step."""
+    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    losses = []
+    for step in range(steps):
+        out = method(x)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        method.on_step_end((step + 1) / steps)
+        losses.append(out.loss.item())
+    return losses
+
+
+@pytest.fixture
+def fit():
+    """The "loss falls on a small batch" loop every method's tests share."""
+    return _fit

@@ -108,19 +108,11 @@ def test_without_predictor_the_predictor_is_the_identity():
     assert sum(p.numel() for p in m.predictor.parameters()) == 0
 
 
-def test_loss_falls_on_a_small_batch():
+def test_loss_falls_on_a_small_batch(fit):
     torch.manual_seed(0)
     m = make_byol()
     x = torch.rand(32, 3, 16, 16)
-    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3)
-    losses = []
-    for step in range(30):
-        out = m(x)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
-        m.on_step_end((step + 1) / 30)
-        losses.append(float(out.loss.detach()))
+    losses = fit(m, x, steps=30, lr=1e-3)
     assert all(math.isfinite(v) for v in losses)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
 

@@ -90,18 +90,11 @@ def test_per_tile_normalisation_gives_zero_mean_unit_std_after_the_encoder_norm(
     assert torch.allclose(z.std((-2, -1)), torch.ones(2, 9, 3), atol=0.02)   # up to the 1e-3 guard
 
 
-def test_loss_falls_on_a_small_batch():
+def test_loss_falls_on_a_small_batch(fit):
     m = make(channels=1, num_permutations=10, gray_p=0.0, hidden_dim=64, tile_dim=32)
     # smooth images with structure, so tiles can be told apart
     x = torch.nn.functional.interpolate(torch.rand(8, 1, 4, 4), size=(32, 32), mode="bilinear")
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(40):
-        out = m(x)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        losses.append(float(out.loss.detach()))
+    losses = fit(m, x, steps=40, lr=1e-3)
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
 
 

@@ -58,18 +58,11 @@ def test_forward_shapes_and_finite_loss():
 
 
 @pytest.mark.parametrize("K", [2, 4])
-def test_loss_falls_on_a_small_batch(K):
+def test_loss_falls_on_a_small_batch(K, fit):
     m = make(K, channels=1)
     # images whose top is brighter than their bottom: the orientation is learnable
     x = (torch.linspace(1, 0, 16).view(1, 1, 16, 1) + 0.3 * torch.rand(16, 1, 16, 16)).clamp(0, 1)
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(40):
-        out = m(x)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        losses.append(float(out.loss.detach()))
+    losses = fit(m, x, steps=40, lr=3e-3)
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
 
 

@@ -32,19 +32,11 @@ def test_simclr_outputs_and_encoder_representation(digits):
     assert out.extras["embeddings"].shape == (32, 128)
 
 
-def test_simclr_loss_falls_on_a_small_batch(digits):
+def test_simclr_loss_falls_on_a_small_batch(digits, fit):
     torch.manual_seed(0)
     cfg = SimCLRConfig(temperature=0.2, augment={"crop_scale_min": 0.3, "flip_p": 0.0})
     method = SimCLR(build_encoder("small_cnn", 1, [0.3], [0.4]), cfg)
-    opt = torch.optim.AdamW(method.parameters(), 2e-3)
-    x = digits.train_x[:32].float() / 255
-    losses = []
-    for _ in range(40):
-        loss = method(x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(method, digits.train_x[:32].float() / 255, steps=40, lr=2e-3)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
 
 
