@@ -15,7 +15,7 @@ pre-trained ViT against the random-init ViT with the same budget.
 
 Prints its figures and writes JSON with the date and the machine:
 
-    flock /tmp/sslkit-bench.lock python benchmarks/byol_mae.py --json benchmarks/byol_mae.json
+    flock /tmp/sslkit-bench.lock python benchmarks/byol_mae.py --json benchmarks/results/byol_mae.json
 """
 
 from __future__ import annotations
