@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -175,7 +175,7 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: str | torch.device = "auto",
-          checkpoint_path: Path | None = None, extra_state: dict | None = None,
+          checkpoint_path: Path | None = None,
           callbacks: Sequence[Callable[[dict], None]] = (), progress_bar: bool = True) -> list[dict]:
     """Train ``method`` on uint8 ``images (N, C, H, W)``; return the history.
 
@@ -220,7 +220,7 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
         if checkpoint_path is None:
             return
         atomic_save({**state, "finished": finished, "model": method.state_dict(), "optimizer": opt.state_dict(),
-                     "rng": _rng_state(device), "order_rng": order_gen.get_state(), **(extra_state or {})},
+                     "rng": _rng_state(device), "order_rng": order_gen.get_state()},
                     checkpoint_path)
 
     def progress() -> float:
@@ -347,8 +347,3 @@ def load_run(run_dir: str | Path, *, data_root: str | Path | None = None, device
     method.load_state_dict(ckpt["model"])
     method.to(resolve_device(device)).eval()
     return Run(spec, method, ckpt["history"], data, run_dir)
-
-
-def with_train(spec: RunSpec, **changes) -> RunSpec:
-    """A copy of ``spec`` with some training settings changed."""
-    return replace(spec, train=replace(spec.train, **changes))
