@@ -27,15 +27,19 @@ from sslkit.methods.base import MethodOutput, SSLMethod
 from sslkit.methods.simclr import projection_head
 
 
+# The paper's two views (table 6) differ in blur (p 1.0 and 0.1) and solarization (p 0 and 0.2).
+# The kit's images are 32x32 or smaller, where a blur of sigma up to 2 pixels wipes out most of the
+# object: like SimCLR's CIFAR-10 recipe (and solo-learn's BYOL CIFAR configuration) we drop blur
+# and keep the asymmetric solarization. Measured on the quick profile (2-minute runs, CIFAR-10,
+# other settings equal): kNN 38.2% / linear 50.6% without blur, 37.0% / 50.2% with the paper's
+# blur; a small difference, in the same direction as SimCLR's. Colour jitter strength
+# 0.5 gives brightness = contrast = saturation = 0.4 and hue 0.1 (the paper has saturation 0.2).
 def _view1() -> AugmentConfig:
-    # the paper's first view (table 6): blur always, never solarize; colour jitter strength 0.5
-    # gives brightness = contrast = saturation = 0.4 and hue 0.1 (the paper has saturation 0.2)
-    return AugmentConfig(blur_p=1.0, solarize_p=0.0)
+    return AugmentConfig(blur_p=0.0, solarize_p=0.0)
 
 
 def _view2() -> AugmentConfig:
-    # the second view: blur rarely (0.1), solarize with p = 0.2
-    return AugmentConfig(blur_p=0.1, solarize_p=0.2)
+    return AugmentConfig(blur_p=0.0, solarize_p=0.2)
 
 
 @dataclass
