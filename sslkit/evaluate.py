@@ -191,16 +191,34 @@ def layerwise_probe(encoder: torch.nn.Module, data: ImageData, pool: int = 2, ma
             for name in train_f}
 
 
+def depth_groups(encoder: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
+    """The encoder's parameters grouped by depth, input side first: one group per child module of
+    the backbone that holds parameters, a ViT's list of blocks counted block by block (ViT: patch
+    embedding, block 1..n, final norm; small CNN: its four stages)."""
+    backbone = getattr(encoder, "backbone", encoder)
+    groups = []
+    for child in backbone.children():
+        for part in (child if isinstance(child, torch.nn.ModuleList) else [child]):
+            params = [p for p in part.parameters() if p.requires_grad]
+            if params:
+                groups.append(params)
+    return groups
+
+
 def fine_tune(encoder: torch.nn.Module, data: ImageData, steps: int = 200, batch_size: int = 128,
-              lr: float = 1e-3, weight_decay: float = 0.05, seed: int = 0,
+              lr: float = 1e-3, weight_decay: float = 0.05, layer_decay: float | None = 0.75, seed: int = 0,
               device: str | torch.device | None = None) -> float:
     """Fine-tuning: a copy of the whole encoder plus a linear head, trained with the labels for a
     fixed number of steps; returns the test accuracy in [0, 1].
 
     A fixed step budget (not a time budget) so that two encoders get exactly the same training.
     AdamW, linear warm-up over the first 10% then a half cosine, random crops (scale 0.5-1) and
-    flips of the train images: a short version of MAE's fine-tuning recipe (appendix A.2), without
-    its mixup, cutmix, label smoothing and layer-wise lr decay. The encoder passed in is not changed.
+    flips of the train images, and layer-wise learning-rate decay: a short version of MAE's
+    fine-tuning recipe (appendix A.2), without its mixup, cutmix and label smoothing. With
+    ``layer_decay`` d, the head and the deepest group of :func:`depth_groups` train at ``lr`` and
+    each group below at d times the one above, so the early layers, whose pre-trained features
+    are the most general, move least (``None``: one lr for everything). The encoder passed in is
+    not changed.
     """
     import copy
 
@@ -209,9 +227,18 @@ def fine_tune(encoder: torch.nn.Module, data: ImageData, steps: int = 200, batch
 
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(copy.deepcopy(encoder), torch.nn.Linear(encoder.dim, len(data.classes))).to(device)
+    body = copy.deepcopy(encoder)
+    head = torch.nn.Linear(encoder.dim, len(data.classes))
+    model = torch.nn.Sequential(body, head).to(device)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    groups = depth_groups(body)
+    scales = [1.0] * len(groups) if layer_decay is None else \
+        [layer_decay ** (len(groups) - 1 - i) for i in range(len(groups))]
+    param_groups = [{"params": g, "scale": s} for g, s in zip(groups, scales)]
+    grouped = {id(p) for g in groups for p in g}
+    rest = [p for p in model.parameters() if id(p) not in grouped]   # the head (and anything ungrouped)
+    param_groups.append({"params": rest, "scale": 1.0})
+    opt = torch.optim.AdamW(param_groups, lr=lr, weight_decay=weight_decay)
     schedule = TrainConfig(epochs=1, lr=lr, warmup=0.1)
     g = torch.Generator().manual_seed(seed)   # the same batches for every encoder
     for step in range(steps):
@@ -219,7 +246,7 @@ def fine_tune(encoder: torch.nn.Module, data: ImageData, steps: int = 200, batch
         x = data.train_x[idx].to(device).float().div_(255)
         x = random_resized_crop(x, scale=(0.5, 1.0), flip_p=0.5)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step / steps, schedule)
+            group["lr"] = lr_at(step / steps, schedule) * group["scale"]
         loss = F.cross_entropy(model(x), data.train_y[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -65,3 +65,32 @@ def test_compare_reports_the_same_protocols_for_both(tmp_path):
         assert all(0.0 <= r[k] <= 1.0 for k in ("knn", "linear", "fewshot10"))
     table = format_table(res)
     assert "trained" in table and "random_init" in table and "10-shot" in table
+
+
+def test_depth_groups_split_the_encoder_input_side_first():
+    from sslkit.backbones import build_encoder
+    from sslkit.evaluate import depth_groups
+
+    vit = build_encoder("vit_mini", 3, [0.5] * 3, [0.25] * 3, 32)
+    groups = depth_groups(vit)
+    assert len(groups) == 1 + len(vit.backbone.blocks) + 1            # patch embedding, blocks, norm
+    assert groups[0][0] is vit.backbone.patch_embed.weight
+    assert groups[-1][0] is vit.backbone.norm.weight
+    flat = [id(p) for g in groups for p in g]
+    assert sorted(flat) == sorted(id(p) for p in vit.parameters())       # every parameter once
+    cnn = build_encoder("small_cnn", 1, [0.5], [0.25], 32)
+    assert [len(g) for g in depth_groups(cnn)] == [3, 3, 3, 3]           # conv, BN weight and bias per stage
+
+
+def test_fine_tune_learns_digits_and_leaves_the_encoder_alone():
+    from sslkit.backbones import build_encoder
+    from sslkit.data import load_dataset
+    from sslkit.evaluate import fine_tune
+
+    data = load_dataset("digits")
+    mean, std = data.channel_stats()
+    enc = build_encoder("small_cnn", 1, mean, std, data.image_shape[-1])
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    for decay in (0.75, None):
+        assert fine_tune(enc, data, steps=60, batch_size=64, layer_decay=decay) > 0.8   # chance: 0.1
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
