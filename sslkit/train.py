@@ -289,6 +289,9 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
             bar.update(1 if budget_s is None else round(state["elapsed"]) - bar.n)
     finally:
         bar.close()
+    for cb in callbacks:
+        if hasattr(cb, "close"):      # a live plot draws its last rows
+            cb.close()
     save(finished=True)
     return state["history"]
 
