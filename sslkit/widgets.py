@@ -178,7 +178,13 @@ def jigsaw_viewer(images: torch.Tensor, method=None, cfg=None, seed: int = 0) ->
     out = W.Output()
 
     def draw(index, grid, tile_fraction, label):
-        c = replace(cfg, grid=grid, tile_fraction=tile_fraction, num_permutations=min(n_perms, math.factorial(grid ** 2)))
+        try:
+            c = replace(cfg, grid=grid, tile_fraction=tile_fraction, num_permutations=min(n_perms, math.factorial(grid ** 2)))
+        except ValueError as e:               # tiles too small for this image size: say so, draw nothing
+            with out:
+                out.clear_output(wait=True)
+                print(e)
+            return
         perms, min_distance = greedy_permutations(grid ** 2, c.num_permutations, c.permutation_seed)
         label = min(label, len(perms) - 1)
         torch.manual_seed(seed + index)          # the same jitter while only the permutation changes

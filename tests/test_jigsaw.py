@@ -135,7 +135,7 @@ def run_cli(*args):
 
 
 @pytest.mark.parametrize("config,says", [
-    (["grid=8"], "8x8 grid on 64-px images gives 7-px tiles"),
+    (["grid=8"], "8x8 grid on 32-px images gives 3-px tiles"),   # the quick profile cuts 32-px images
     (["num_permutations=1000", "min_hamming=7"], "permutations of 9 tiles with minimum Hamming distance 7"),
     (["grid=2", "num_permutations=100"], "more than the 24 permutations of 4 tiles"),
 ])
