@@ -43,10 +43,22 @@ def sslkit(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
-def save(name: str, record: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def knn_and_linear(encoder, data) -> dict:
+    """The kit's kNN and linear probe on ``data``'s splits, for one frozen encoder."""
+    from sslkit.evaluate import extract_features, knn_accuracy, linear_probe
+
+    train_f, test_f = extract_features(encoder, data.train_x), extract_features(encoder, data.test_x)
+    return {"knn": knn_accuracy(train_f, data.train_y, test_f, data.test_y),
+            "linear": linear_probe(train_f, data.train_y, test_f, data.test_y)}
+
+
+def save(name: str, record: dict, path: str | Path | None = None) -> Path:
+    """Write ``record`` with the date and the machine to ``path``, by default
+    ``benchmarks/results/<name>.json`` (give another path for exploratory runs, so the recorded
+    figures are not overwritten)."""
     record = {"date": datetime.date.today().isoformat(), "machine": machine(), **record}
-    path = RESULTS / f"{name}.json"
+    path = Path(path) if path is not None else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
     return path

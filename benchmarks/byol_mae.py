@@ -13,46 +13,27 @@ normalised units of the loss, where the mean scores about 1, and in [0, 1] pixel
 linear probe; and fine-tuning (encoder + linear head, labels, a fixed number of steps) of the
 pre-trained ViT against the random-init ViT with the same budget.
 
-Prints its figures and writes JSON with the date and the machine:
+Prints its figures and writes benchmarks/results/byol_mae.json (or ``--json PATH``) with the
+date and the machine:
 
-    flock /tmp/sslkit-bench.lock python benchmarks/byol_mae.py --json benchmarks/results/byol_mae.json
+    python benchmarks/byol_mae.py
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from sslkit.evaluate import extract_features, fine_tune, knn_accuracy, linear_probe
+from _common import cifar10_folder, knn_and_linear, save
+from sslkit.evaluate import fine_tune
 from sslkit.profiles import get_profile
 from sslkit.train import build_method, pretrain
 
 BYOL_RUNS = {"byol": {}, "no predictor": {"use_predictor": False}, "momentum 0": {"base_momentum": 0.0},
              "both": {"use_predictor": False, "base_momentum": 0.0}}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def knn_and_linear(encoder, data) -> dict:
-    train_f, test_f = extract_features(encoder, data.train_x), extract_features(encoder, data.test_x)
-    return {"knn": knn_accuracy(train_f, data.train_y, test_f, data.test_y),
-            "linear": linear_probe(train_f, data.train_y, test_f, data.test_y)}
 
 
 def train_run(profile, method: str, config: dict, dataset: str, minutes: float):
@@ -106,24 +87,23 @@ def masked_patch_mse(mae, images: torch.Tensor, ratio: float = 0.75, seed: int =
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=2.0)
-    p.add_argument("--dataset", default="data/cifar10-jpeg")
+    p.add_argument("--dataset", help="default: the CIFAR-10 JPEG folder")
     p.add_argument("--finetune-steps", type=int, default=150)
     p.add_argument("--finetune-batch", type=int, default=128)
     p.add_argument("--skip", nargs="*", default=[], choices=["byol", "switches", "mae"])
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--json", help="write the results here instead of benchmarks/results/byol_mae.json")
     args = p.parse_args()
 
     profile = get_profile("quick")
-    results = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()}-core {cpu_name()}, "
-               f"torch {torch.__version__}, {torch.get_num_threads()} threads, no GPU used",
-               "dataset": args.dataset, "minutes": args.minutes, "byol": {}, "mae": {}}
+    dataset = args.dataset or str(cifar10_folder())
+    results = {"dataset": dataset, "minutes": args.minutes, "byol": {}, "mae": {}}
 
     if "byol" not in args.skip:
         random_init = None
         for name, config in BYOL_RUNS.items():
             if name != "byol" and "switches" in args.skip:
                 continue
-            spec, run, train_s = train_run(profile, "byol", config, args.dataset, args.minutes)
+            spec, run, train_s = train_run(profile, "byol", config, dataset, args.minutes)
             data = profile.eval_data(run.data)
             row = {"config": config, "steps": run.history[-1]["step"], "train_s": train_s,
                    "final_loss": run.history[-1]["loss"], "spread_start": spread(run.history, True),
@@ -138,7 +118,7 @@ def main() -> None:
                   f"{100 * random_init['linear']:.1f}%)", flush=True)
 
     if "mae" not in args.skip:
-        spec, run, train_s = train_run(profile, "mae", {}, args.dataset, args.minutes)
+        spec, run, train_s = train_run(profile, "mae", {}, dataset, args.minutes)
         data = profile.eval_data(run.data)
         random_enc = build_method(spec, run.data).encoder
         row = {"backbone": spec.backbone, "train": spec.train.__dict__, "steps": run.history[-1]["step"],
@@ -163,9 +143,7 @@ def main() -> None:
               f"{100 * ft['trained']:.1f}% against {100 * ft['random_init']:.1f}% from random init", flush=True)
         results["mae"] = row
 
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-        print(f"wrote {args.json}")
+    save("byol_mae", results, args.json)
 
 
 if __name__ == "__main__":

@@ -4,30 +4,23 @@ Each method pre-trains the quick profile's encoder for a wall-clock budget (2 mi
 default) in a fresh run folder, then the frozen encoder is evaluated with the kit's kNN and
 linear probe on the quick profile's evaluation subset (10k train / 2k test), beside the
 random-initialised encoder of the same seed; for rotation also the layer-wise probe (on a
-5k / 2k subset). Prints the figures and writes benchmarks/results/pretext.json with the date and the machine.
+5k / 2k subset). Prints the figures and writes benchmarks/results/pretext.json (or ``--json
+PATH``) with the date and the machine.
 
-    flock /tmp/sslkit-bench.lock python benchmarks/pretext.py --json benchmarks/pretext.json
+    python benchmarks/pretext.py
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-from pathlib import Path
 
-from _common import cifar10_folder, save
+from _common import cifar10_folder, knn_and_linear, save
 from sslkit.cli import _config_overrides
-from sslkit.evaluate import extract_features, knn_accuracy, layerwise_probe, linear_probe
+from sslkit.evaluate import layerwise_probe
 from sslkit.profiles import get_profile
 from sslkit.train import build_method, pretrain
-
-
-def knn_and_linear(encoder, data) -> dict:
-    train_f, test_f = extract_features(encoder, data.train_x), extract_features(encoder, data.test_x)
-    return {"knn": knn_accuracy(train_f, data.train_y, test_f, data.test_y),
-            "linear": linear_probe(train_f, data.train_y, test_f, data.test_y)}
 
 
 def main() -> None:
@@ -40,7 +33,7 @@ def main() -> None:
     p.add_argument("--train", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="a training setting, e.g. jigsaw.batch_size=64 (default: the quick profile's)")
     p.add_argument("--no-layerwise", action="store_true")
-    p.add_argument("--json", help="write the results here as JSON")
+    p.add_argument("--json", help="write the results here instead of benchmarks/results/pretext.json")
     args = p.parse_args()
 
     profile = get_profile("quick")
@@ -82,10 +75,7 @@ def main() -> None:
                 print(f"  layer-wise linear probe, {name}: " + ", ".join(
                     f"{k} {100 * v:.1f}%" for k, v in row["layerwise"][name].items()), flush=True)
 
-    save("pretext", results)          # benchmarks/results/pretext.json, with the date and the machine
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-        print(f"wrote {args.json}")
+    save("pretext", results, args.json)
 
 
 if __name__ == "__main__":
