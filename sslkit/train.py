@@ -174,6 +174,17 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
+def load_weights(method: SSLMethod, state: dict, path: Path) -> None:
+    """``method.load_state_dict(state)``, or one clear error when the checkpoint at ``path`` was
+    written by a version of the method with other weights or buffers."""
+    try:
+        method.load_state_dict(state)
+    except RuntimeError as err:
+        detail = str(err).splitlines()[-1].strip().rstrip(".")
+        raise RuntimeError(f"the checkpoint {path} does not fit this version of sslkit's {type(method).__name__} "
+                           f"({detail}): delete {path.parent} (or clear $SSLKIT_CACHE) and train again.") from None
+
+
 def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: str | torch.device = "auto",
           checkpoint_path: Path | None = None,
           callbacks: Sequence[Callable[[dict], None]] = (), progress_bar: bool = True) -> list[dict]:
@@ -208,7 +219,7 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
     state = {"step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "perm": None, "history": [], "finished": False}
     if checkpoint_path is not None and checkpoint_path.exists():
         ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        method.load_state_dict(ckpt["model"])
+        load_weights(method, ckpt["model"], checkpoint_path)
         opt.load_state_dict(ckpt["optimizer"])
         _set_rng_state(ckpt["rng"], device)
         order_gen.set_state(ckpt["order_rng"])
@@ -347,6 +358,6 @@ def load_run(run_dir: str | Path, *, data_root: str | Path | None = None, device
     if not ckpt["finished"]:
         raise RuntimeError(f"the run in {run_dir} has not finished (step {ckpt['step']}): "
                            "run the same `pretrain` command again to resume it.")
-    method.load_state_dict(ckpt["model"])
+    load_weights(method, ckpt["model"], run_dir / "checkpoint.pt")
     method.to(resolve_device(device)).eval()
     return Run(spec, method, ckpt["history"], data, run_dir)

@@ -151,3 +151,12 @@ def test_collapse_signal_is_the_online_projection_of_one_view():
     out = m(torch.rand(8, 3, 16, 16))
     assert out.features.shape == (8, 32) and not out.features.requires_grad
     assert out.extras["encoder_features"].shape == (16, 256)
+
+
+def test_the_scheduled_momentum_survives_a_checkpoint():
+    m = make_byol(base_momentum=0.9)
+    m.on_step_end(0.5)
+    again = make_byol(base_momentum=0.9)
+    assert again.momentum == pytest.approx(0.9)
+    again.load_state_dict(m.state_dict())
+    assert again.momentum == momentum_at(0.5, 0.9) == m.momentum

@@ -149,3 +149,13 @@ def test_two_processes_train_one_run_once(tmp_path):
     assert all(p.returncode == 0 for p in procs)
     assert outs[0] == outs[1]
     assert len(list((tmp_path / "cache" / "runs").iterdir())) == 1
+
+
+def test_a_checkpoint_of_another_version_is_one_clear_error(tmp_path):
+    spec = RunSpec("rotation", "digits", train={"steps": 2, "batch_size": 32})
+    run = pretrain(spec, tmp_path / "run", progress_bar=False)
+    ckpt = torch.load(run.out_dir / "checkpoint.pt", weights_only=False)
+    ckpt["model"]["old_buffer"] = torch.zeros(1)           # as if written by a version with other buffers
+    torch.save(ckpt, run.out_dir / "checkpoint.pt")
+    with pytest.raises(RuntimeError, match=r"does not fit this version .*old_buffer.*delete .* and train again"):
+        load_run(run.out_dir)

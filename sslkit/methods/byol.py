@@ -100,7 +100,18 @@ class BYOL(SSLMethod):
         # it only moves through update_target
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
-        self.momentum = momentum_at(0.0, c.base_momentum)
+        # the momentum of the next target update; a buffer, so a checkpoint carries it and a resumed
+        # or reloaded run continues from the scheduled value, not from the base one (float64: the
+        # update uses exactly the scheduled number)
+        self.register_buffer("_momentum", torch.tensor(momentum_at(0.0, c.base_momentum), dtype=torch.float64))
+
+    @property
+    def momentum(self) -> float:
+        return float(self._momentum)
+
+    @momentum.setter
+    def momentum(self, value: float) -> None:
+        self._momentum.fill_(value)
 
     def views(self, images: torch.Tensor) -> torch.Tensor:
         """The two asymmetric views of every image, stacked: (B, C, H, W) -> (2B, C, H, W)."""
