@@ -43,6 +43,12 @@ def sslkit(*args: str) -> None:
     subprocess.run(cmd, check=True)
 
 
+def eval_subset(data):
+    """The benchmarks' evaluation split: a stratified 10k train / 2k test subset (seed 0), fixed
+    here so that recorded figures stay comparable when the notebooks' profile changes its own."""
+    return data.subset(10000, 2000, seed=0)
+
+
 def knn_and_linear(encoder, data) -> dict:
     """The kit's kNN and linear probe on ``data``'s splits, for one frozen encoder."""
     from sslkit.evaluate import extract_features, knn_accuracy, linear_probe

@@ -1,7 +1,7 @@
 """BYOL and MAE pre-training on CIFAR-10 (the JPEG folder), against random init.
 
 BYOL: the quick profile's small CNN pre-trained for a wall-clock budget (2 minutes by default),
-then kNN and linear probe on the quick profile's evaluation subset (10k train / 2k test) beside
+then kNN and linear probe on the benchmarks' evaluation subset (10k train / 2k test) beside
 the random-initialised encoder of the same seed; the same budget for each collapse switch (no
 predictor, momentum 0, both), reporting the embedding spread at the start and the end of
 training (1 = healthy, 0 = collapsed) and their kNN.
@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from _common import cifar10_folder, knn_and_linear, save
+from _common import cifar10_folder, eval_subset, knn_and_linear, save
 from sslkit.evaluate import fine_tune
 from sslkit.profiles import get_profile
 from sslkit.train import build_method, pretrain
@@ -104,7 +104,7 @@ def main() -> None:
             if name != "byol" and "switches" in args.skip:
                 continue
             spec, run, train_s = train_run(profile, "byol", config, dataset, args.minutes)
-            data = profile.eval_data(run.data)
+            data = eval_subset(run.data)
             row = {"config": config, "steps": run.history[-1]["step"], "train_s": train_s,
                    "final_loss": run.history[-1]["loss"], "spread_start": spread(run.history, True),
                    "spread_end": spread(run.history, False), "trained": knn_and_linear(run.encoder, data)}
@@ -119,7 +119,7 @@ def main() -> None:
 
     if "mae" not in args.skip:
         spec, run, train_s = train_run(profile, "mae", {}, dataset, args.minutes)
-        data = profile.eval_data(run.data)
+        data = eval_subset(run.data)
         random_enc = build_method(spec, run.data).encoder
         row = {"backbone": spec.backbone, "train": spec.train.__dict__, "steps": run.history[-1]["step"],
                "train_s": train_s, "final_loss": run.history[-1]["loss"],

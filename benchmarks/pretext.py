@@ -2,7 +2,7 @@
 
 Each method pre-trains the quick profile's encoder for a wall-clock budget (2 minutes by
 default) in a fresh run folder, then the frozen encoder is evaluated with the kit's kNN and
-linear probe on the quick profile's evaluation subset (10k train / 2k test), beside the
+linear probe on the benchmarks' evaluation subset (10k train / 2k test), beside the
 random-initialised encoder of the same seed; for rotation also the layer-wise probe (on a
 5k / 2k subset). Prints the figures and writes benchmarks/results/pretext.json (or ``--json
 PATH``) with the date and the machine.
@@ -16,7 +16,7 @@ import argparse
 import tempfile
 import time
 
-from _common import cifar10_folder, knn_and_linear, save
+from _common import cifar10_folder, eval_subset, knn_and_linear, save
 from sslkit.cli import _config_overrides
 from sslkit.evaluate import layerwise_probe
 from sslkit.profiles import get_profile
@@ -49,7 +49,7 @@ def main() -> None:
             t0 = time.time()
             run = pretrain(spec, out, progress_bar=False)
             train_s = time.time() - t0
-        data = profile.eval_data(run.data)
+        data = eval_subset(run.data)
         t0 = time.time()
         row = {"config": spec.method_config, "train": spec.train.__dict__, "steps": run.history[-1]["step"],
                "images_seen": run.history[-1]["step"] * spec.train.batch_size,
