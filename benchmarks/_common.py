@@ -58,6 +58,19 @@ def knn_and_linear(encoder, data) -> dict:
             "linear": linear_probe(train_f, data.train_y, test_f, data.test_y)}
 
 
+def gains(rows: list[dict], keys=("knn", "linear")) -> dict:
+    """Over several seeds' rows (each with "trained" and "random_init" accuracies): the gain of the
+    trained encoder over the random-init one of the same seed, per protocol, as mean, min and max
+    in points; prints one line per protocol."""
+    out = {}
+    for key in keys:
+        d = [100 * (r["trained"][key] - r["random_init"][key]) for r in rows]
+        out[key] = {"mean": sum(d) / len(d), "min": min(d), "max": max(d), "seeds": len(d)}
+        print(f"  {key}: gain over random init {out[key]['mean']:+.1f} points on average over {len(d)} "
+              f"seed(s), from {out[key]['min']:+.1f} to {out[key]['max']:+.1f}", flush=True)
+    return out
+
+
 def save(name: str, record: dict, path: str | Path | None = None) -> Path:
     """Write ``record`` with the date and the machine to ``path``, by default
     ``benchmarks/results/<name>.json`` (give another path for exploratory runs, so the recorded

@@ -13,8 +13,9 @@ normalised units of the loss, where the mean scores about 1, and in [0, 1] pixel
 linear probe; and fine-tuning (encoder + linear head, labels, a fixed number of steps) of the
 pre-trained ViT against the random-init ViT with the same budget.
 
-Prints its figures and writes benchmarks/results/byol_mae.json (or ``--json PATH``) with the
-date and the machine:
+``--seeds 0 1 2`` repeats the BYOL and MAE runs with other seeds and reports the mean, min and
+max gain over random init. Prints its figures and writes benchmarks/results/byol_mae.json (or
+``--json PATH``) with the date and the machine:
 
     python benchmarks/byol_mae.py
 """
@@ -27,7 +28,7 @@ import time
 
 import torch
 
-from _common import cifar10_folder, eval_subset, knn_and_linear, save
+from _common import cifar10_folder, eval_subset, gains, knn_and_linear, save
 from sslkit.evaluate import fine_tune
 from sslkit.profiles import get_profile
 from sslkit.train import build_method, pretrain
@@ -36,8 +37,8 @@ BYOL_RUNS = {"byol": {}, "no predictor": {"use_predictor": False}, "momentum 0":
              "both": {"use_predictor": False, "base_momentum": 0.0}}
 
 
-def train_run(profile, method: str, config: dict, dataset: str, minutes: float):
-    spec = profile.spec(method, config, minutes=minutes)
+def train_run(profile, method: str, config: dict, dataset: str, minutes: float, seed: int = 0):
+    spec = profile.spec(method, config, minutes=minutes, seed=seed)
     spec.dataset = dataset
     with tempfile.TemporaryDirectory() as out:
         t0 = time.time()
@@ -90,6 +91,9 @@ def main() -> None:
     p.add_argument("--dataset", help="default: the CIFAR-10 JPEG folder")
     p.add_argument("--finetune-steps", type=int, default=150)
     p.add_argument("--finetune-batch", type=int, default=128)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="one BYOL and one MAE run per seed, each against the random init of its seed "
+                        "(the collapse switches run with the first seed only); default: 0")
     p.add_argument("--skip", nargs="*", default=[], choices=["byol", "switches", "mae"])
     p.add_argument("--json", help="write the results here instead of benchmarks/results/byol_mae.json")
     args = p.parse_args()
@@ -99,49 +103,59 @@ def main() -> None:
     results = {"dataset": dataset, "minutes": args.minutes, "byol": {}, "mae": {}}
 
     if "byol" not in args.skip:
-        random_init = None
-        for name, config in BYOL_RUNS.items():
-            if name != "byol" and "switches" in args.skip:
-                continue
-            spec, run, train_s = train_run(profile, "byol", config, dataset, args.minutes)
+        runs = [("byol", seed) for seed in args.seeds]
+        if "switches" not in args.skip:
+            runs += [(name, args.seeds[0]) for name in BYOL_RUNS if name != "byol"]
+        random_init, rows, switches = {}, [], {}
+        for name, seed in runs:
+            config = BYOL_RUNS[name]
+            spec, run, train_s = train_run(profile, "byol", config, dataset, args.minutes, seed)
             data = eval_subset(run.data)
-            row = {"config": config, "steps": run.history[-1]["step"], "train_s": train_s,
+            row = {"seed": seed, "config": config, "steps": run.history[-1]["step"], "train_s": train_s,
                    "final_loss": run.history[-1]["loss"], "spread_start": spread(run.history, True),
                    "spread_end": spread(run.history, False), "trained": knn_and_linear(run.encoder, data)}
-            if random_init is None:
-                random_init = knn_and_linear(build_method(spec, run.data).encoder, data)
-            row["random_init"] = random_init
-            results["byol"][name] = row
-            print(f"BYOL {name}: {row['steps']} steps in {train_s:.0f} s, loss {row['final_loss']:.3f}, spread "
-                  f"{row['spread_start']:.3f} -> {row['spread_end']:.3f}; kNN {100 * row['trained']['knn']:.1f}% / "
-                  f"linear {100 * row['trained']['linear']:.1f}% (random init {100 * random_init['knn']:.1f}% / "
-                  f"{100 * random_init['linear']:.1f}%)", flush=True)
+            if seed not in random_init:
+                random_init[seed] = knn_and_linear(build_method(spec, run.data).encoder, data)
+            row["random_init"] = ri = random_init[seed]
+            if name == "byol":
+                rows.append(row)
+            else:
+                switches[name] = row
+            print(f"BYOL {name}, seed {seed}: {row['steps']} steps in {train_s:.0f} s, loss {row['final_loss']:.3f}, "
+                  f"spread {row['spread_start']:.3f} -> {row['spread_end']:.3f}; kNN {100 * row['trained']['knn']:.1f}% / "
+                  f"linear {100 * row['trained']['linear']:.1f}% (random init {100 * ri['knn']:.1f}% / "
+                  f"{100 * ri['linear']:.1f}%)", flush=True)
+        print("BYOL:")
+        results["byol"] = {"runs": rows, "gains": gains(rows), "switches": switches}
 
     if "mae" not in args.skip:
-        spec, run, train_s = train_run(profile, "mae", {}, dataset, args.minutes)
-        data = eval_subset(run.data)
-        random_enc = build_method(spec, run.data).encoder
-        row = {"backbone": spec.backbone, "train": spec.train.__dict__, "steps": run.history[-1]["step"],
-               "train_s": train_s, "final_loss": run.history[-1]["loss"],
-               "masked_patch_mse": masked_patch_mse(run.method, data.test_x),
-               "trained": knn_and_linear(run.encoder, data), "random_init": knn_and_linear(random_enc, data)}
-        mse = row["masked_patch_mse"]
-        print(f"MAE: {row['steps']} steps in {train_s:.0f} s, loss {row['final_loss']:.3f}; masked-patch MSE "
-              f"{mse['model']:.3f} against {mse['patch_mean']:.3f} for each patch's mean (normalised units), "
-              f"{mse['model_pixels']:.4f} against {mse['patch_mean_pixels']:.4f} in [0, 1] pixels", flush=True)
-        print(f"MAE frozen: kNN {100 * row['trained']['knn']:.1f}% / linear {100 * row['trained']['linear']:.1f}% "
-              f"(random-init ViT {100 * row['random_init']['knn']:.1f}% / {100 * row['random_init']['linear']:.1f}%)",
-              flush=True)
-        t0 = time.time()
-        kw = {"steps": args.finetune_steps, "batch_size": args.finetune_batch}
-        row["fine_tune"] = {"steps": args.finetune_steps, "batch_size": args.finetune_batch,
-                            "trained": fine_tune(run.encoder, data, **kw),
-                            "random_init": fine_tune(random_enc, data, **kw)}
-        row["fine_tune"]["seconds"] = time.time() - t0
-        ft = row["fine_tune"]
-        print(f"MAE fine-tuned ({ft['steps']} steps of {ft['batch_size']}, {ft['seconds']:.0f} s for both): "
-              f"{100 * ft['trained']:.1f}% against {100 * ft['random_init']:.1f}% from random init", flush=True)
-        results["mae"] = row
+        rows = []
+        for seed in args.seeds:
+            spec, run, train_s = train_run(profile, "mae", {}, dataset, args.minutes, seed)
+            data = eval_subset(run.data)
+            random_enc = build_method(spec, run.data).encoder
+            row = {"seed": seed, "backbone": spec.backbone, "train": spec.train.__dict__,
+                   "steps": run.history[-1]["step"], "train_s": train_s, "final_loss": run.history[-1]["loss"],
+                   "masked_patch_mse": masked_patch_mse(run.method, data.test_x),
+                   "trained": knn_and_linear(run.encoder, data), "random_init": knn_and_linear(random_enc, data)}
+            mse = row["masked_patch_mse"]
+            print(f"MAE, seed {seed}: {row['steps']} steps in {train_s:.0f} s, loss {row['final_loss']:.3f}; masked-patch "
+                  f"MSE {mse['model']:.3f} against {mse['patch_mean']:.3f} for each patch's mean (normalised units), "
+                  f"{mse['model_pixels']:.4f} against {mse['patch_mean_pixels']:.4f} in [0, 1] pixels", flush=True)
+            print(f"MAE frozen: kNN {100 * row['trained']['knn']:.1f}% / linear {100 * row['trained']['linear']:.1f}% "
+                  f"(random-init ViT {100 * row['random_init']['knn']:.1f}% / "
+                  f"{100 * row['random_init']['linear']:.1f}%)", flush=True)
+            t0 = time.time()
+            kw = {"steps": args.finetune_steps, "batch_size": args.finetune_batch}
+            row["trained"]["fine_tune"] = fine_tune(run.encoder, data, **kw)
+            row["random_init"]["fine_tune"] = fine_tune(random_enc, data, **kw)
+            row["fine_tune_budget"] = {**kw, "seconds": time.time() - t0}
+            print(f"MAE fine-tuned ({kw['steps']} steps of {kw['batch_size']}, {time.time() - t0:.0f} s for both): "
+                  f"{100 * row['trained']['fine_tune']:.1f}% against {100 * row['random_init']['fine_tune']:.1f}% "
+                  "from random init", flush=True)
+            rows.append(row)
+        print("MAE:")
+        results["mae"] = {"runs": rows, "gains": gains(rows, ("knn", "linear", "fine_tune"))}
 
     save("byol_mae", results, args.json)
 
