@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SHARED_DATA ?= ../shared/data
+# `make notebooks PROFILE=full` runs the notebooks on the full profile (a GPU)
+PROFILE ?= quick
 export SSLKIT_DATA ?= $(CURDIR)/data
 
 .PHONY: demo test unit notebooks lab bench clean-cache
@@ -37,7 +39,7 @@ unit: $(VENV)/.installed
 	$(PY) -m pytest tests
 
 notebooks: $(VENV)/.installed data/cifar10-jpeg/train
-	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick $(PY) -m pytest notebooks --nbval-lax
+	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=$(PROFILE) $(PY) -m pytest notebooks --nbval-lax --durations=0
 
 lab: $(VENV)/.installed data/cifar10-jpeg/train
 	$(VENV)/bin/jupyter lab notebooks

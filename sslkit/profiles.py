@@ -113,7 +113,9 @@ def get_profile(name: str | None = None) -> Profile:
                               # BYOL: batch 64. No negatives, so small batches cost it little, and in
                               # minutes it needs steps. 2-minute runs: kNN 36.6-38.2% / linear
                               # 49.6-51.6% at batch 64 (five runs, 550-650 steps), 34-38% / 49.5-51% at
-                              # 128, 34.1% / 49.4% at 256; random init 35.2% / 48.7% (RESULTS.md).
+                              # 128, 34.1% / 49.4% at 256; random init 35.2% / 48.7%. Three seeds on a
+                              # slower day (441-467 steps): +0.3 kNN / +0.6 linear over random init on
+                              # average, within noise (RESULTS.md).
                               # 100 steps (about 25 s) so that notebook 04's three runs fit its time.
                               "byol": {"batch_size": 64, "steps": 100}},
                        method_backbones={"mae": "vit_mini"},
@@ -123,7 +125,8 @@ def get_profile(name: str | None = None) -> Profile:
                        # Tiles cut from the 32-px images as they are (9-px tiles), not upsampled to 64 px
                        # (18-px tiles): the encoder then learns at the scale it is evaluated at. 2-minute
                        # runs (kNN / linear, random init 35.2% / 48.7%): 32 px 36.1% / 49.2%, 48 px
-                       # 34.5% / 45.1%, 64 px 30.0% / 44.7%; 32 px with 1000 permutations 36.6% / 50.1%
+                       # 34.5% / 45.1%, 64 px 30.0% / 44.7%; 32 px with 1000 permutations 36.6% / 50.1%.
+                       # Three seeds at 32 px: -0.2 / -0.2 against random init on average (RESULTS.md)
                        # BYOL: base momentum 0.9 (0.99 on the full profile): a run of a few hundred
                        # steps needs a target that keeps up (at 0.99 it averages over the last ~100
                        # steps, most of the run; batch 128: kNN 38.2% at 0.9, 36.8% at 0.97); projector
