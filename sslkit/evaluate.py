@@ -260,14 +260,8 @@ def fine_tune(encoder: torch.nn.Module, data: ImageData, steps: int = 200, batch
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    model.eval()
-    correct = 0
-    n = eval_batch_size(device)
-    with torch.no_grad():
-        for i in range(0, len(data.test_x), n):
-            x = data.test_x[i: i + n].to(device).float().div_(255)
-            correct += int((model(x).argmax(1).cpu() == data.test_y[i: i + n]).sum())
-    return correct / len(data.test_x)
+    logits = extract_features(model, data.test_x, device=device)     # the same batched eval-mode pass
+    return float((logits.argmax(1) == data.test_y).float().mean())
 
 
 def compare_fine_tune(trained: torch.nn.Module, random_init: torch.nn.Module, data: ImageData, **kw) -> dict:
