@@ -8,6 +8,8 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +43,19 @@ def sslkit(*args: str) -> None:
     cmd = [sys.executable, "-m", "sslkit", *args]
     print("$", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, check=True)
+
+
+def train_run(profile, method: str, config: dict, dataset: str, minutes: float, seed: int = 0, **train_changes):
+    """Pre-train ``profile``'s run of ``method`` on ``dataset`` for ``minutes`` in a throw-away
+    folder (never the cache): ``(spec, run, training seconds)``."""
+    from sslkit.train import pretrain
+
+    spec = profile.spec(method, config, minutes=minutes, seed=seed, **train_changes)
+    spec.dataset = dataset
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.time()
+        run = pretrain(spec, out, progress_bar=False)
+        return spec, run, time.time() - t0
 
 
 def eval_subset(data):

@@ -23,27 +23,17 @@ max gain over random init. Prints its figures and writes benchmarks/results/byol
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 
 import torch
 
-from _common import cifar10_folder, eval_subset, gains, knn_and_linear, save
+from _common import cifar10_folder, eval_subset, gains, knn_and_linear, save, train_run
 from sslkit.evaluate import fine_tune
 from sslkit.profiles import get_profile
-from sslkit.train import build_method, pretrain
+from sslkit.train import build_method
 
 BYOL_RUNS = {"byol": {}, "no predictor": {"use_predictor": False}, "momentum 0": {"base_momentum": 0.0},
              "both": {"use_predictor": False, "base_momentum": 0.0}}
-
-
-def train_run(profile, method: str, config: dict, dataset: str, minutes: float, seed: int = 0):
-    spec = profile.spec(method, config, minutes=minutes, seed=seed)
-    spec.dataset = dataset
-    with tempfile.TemporaryDirectory() as out:
-        t0 = time.time()
-        run = pretrain(spec, out, progress_bar=False)
-        return spec, run, time.time() - t0
 
 
 def spread(history: list[dict], first: bool) -> float:

@@ -14,14 +14,13 @@ benchmarks/results/pretext.json (or ``--json PATH``) with the date and the machi
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 
-from _common import cifar10_folder, eval_subset, gains, knn_and_linear, save
+from _common import cifar10_folder, eval_subset, gains, knn_and_linear, save, train_run
 from sslkit.cli import _config_overrides
 from sslkit.evaluate import layerwise_probe
 from sslkit.profiles import get_profile
-from sslkit.train import build_method, pretrain
+from sslkit.train import build_method
 
 
 def main() -> None:
@@ -48,13 +47,8 @@ def main() -> None:
     for method in args.methods:
         rows = []
         for seed in args.seeds:
-            spec = profile.spec(method, overrides.get(method, {}), minutes=args.minutes, seed=seed,
-                                **train_overrides.get(method, {}))
-            spec.dataset = dataset
-            with tempfile.TemporaryDirectory() as out:
-                t0 = time.time()
-                run = pretrain(spec, out, progress_bar=False)
-                train_s = time.time() - t0
+            spec, run, train_s = train_run(profile, method, overrides.get(method, {}), dataset, args.minutes,
+                                           seed, **train_overrides.get(method, {}))
             data = eval_subset(run.data)
             t0 = time.time()
             row = {"seed": seed, "config": spec.method_config, "train": spec.train.__dict__,
