@@ -13,6 +13,11 @@ from sslkit.losses import nt_xent
 from sslkit.viz import image_grid, to_display
 
 
+# labels as wide as their text: ipywidgets' default label width cuts longer ones short
+# ("1 - mome..." in JupyterLab)
+_FIT_LABEL = {"description_width": "initial"}
+
+
 def _slider(description: str, value: float, lo: float, hi: float, step: float = 0.05) -> W.FloatSlider:
     return W.FloatSlider(value=value, min=lo, max=hi, step=step, description=description,
                          continuous_update=False, style={"description_width": "120px"},
@@ -81,7 +86,7 @@ def temperature_explorer(z1: torch.Tensor, z2: torch.Tensor, anchor: int = 0) ->
     cand = sims[keep]
     positive = (anchor + n) - 1                     # the positive's index once the anchor is removed
     slider = W.FloatLogSlider(value=0.5, base=10, min=-2, max=1, step=0.05, description="temperature",
-                              continuous_update=False, layout=W.Layout(width="420px"))
+                              continuous_update=False, style=_FIT_LABEL, layout=W.Layout(width="420px"))
     out = W.Output()
 
     def draw(t):
@@ -226,7 +231,7 @@ def permutation_set_explorer(n_tiles: int = 9, max_size: int = 2000, seed: int =
 
     perms, min_distance = greedy_permutations(n_tiles, max_size, seed)
     size = W.IntSlider(value=min(100, max_size), min=2, max=max_size, description="set size",
-                       continuous_update=False, layout=W.Layout(width="420px"))
+                       continuous_update=False, style=_FIT_LABEL, layout=W.Layout(width="420px"))
     out = W.Output()
 
     def pairwise(p: torch.Tensor) -> torch.Tensor:
@@ -282,8 +287,9 @@ def ema_explorer(online: torch.Tensor | None = None, steps: int = 400, seed: int
     path = (online if online is not None else _synthetic_weight_path(steps, seed)).float().flatten()
     T = len(path)
     momentum = W.FloatLogSlider(value=0.01, base=10, min=-3, max=0, step=0.05, description="1 - momentum",
-                                continuous_update=False, layout=W.Layout(width="420px"))
-    schedule = W.Checkbox(value=False, description="cosine schedule to 1 (as BYOL)")
+                                continuous_update=False, style=_FIT_LABEL, layout=W.Layout(width="420px"))
+    schedule = W.Checkbox(value=False, description="cosine schedule to 1 (as BYOL)", indent=False,
+                          style=_FIT_LABEL, layout=W.Layout(width="auto"))
     out = W.Output()
 
     def draw(one_minus, cosine):
@@ -320,7 +326,8 @@ def mask_explorer(mae, images: torch.Tensor, n: int = 6, seed: int = 0) -> W.Wid
     """
     L = mae.grid ** 2
     ratio = W.FloatSlider(value=mae.cfg.mask_ratio, min=0.05, max=round(1 - 1 / L, 2), step=0.05,
-                          description="mask ratio", continuous_update=False, layout=W.Layout(width="420px"))
+                          description="mask ratio", continuous_update=False, style=_FIT_LABEL,
+                          layout=W.Layout(width="420px"))
     x = images[:n].float().div(255).to(mae.encoder.mean.device)
     out = W.Output()
 
