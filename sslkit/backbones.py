@@ -31,6 +31,21 @@ class Encoder(nn.Module):
         """x: (B, C, H, W) in [0, 1] -> (B, D)."""
         return self.backbone((x - self.mean) / self.std)
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) in [0, 1] -> the last feature map before global pooling (B, D, h, w),
+        for heads that need to know where things are (the whole-image jigsaw). A small CNN's
+        stages, or a ResNet's stem and layer1..layer4."""
+        x = (x - self.mean) / self.std
+        b = self.backbone
+        if hasattr(b, "stages"):
+            for stage in b.stages:
+                x = stage(x)
+            return x
+        if all(hasattr(b, f"layer{i}") for i in range(1, 5)):
+            x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
+            return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+        raise ValueError(f"a {type(b).__name__} backbone has no feature map before pooling: use small_cnn or resnet18.")
+
 
 def _conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
     layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]

@@ -1,4 +1,4 @@
-"""The command line: ``python -m sslkit {datasets,download,pretrain,evaluate,demo}``.
+"""The command line: ``python -m sslkit {datasets,download,pretrain,evaluate,reference,demo}``.
 
 Every error a user can cause is one line on stderr and exit status 2, with nothing written.
 """
@@ -127,6 +127,72 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_reference(args) -> int:
+    from sslkit import reference as ref
+
+    if args.action == "list":
+        print(f"references in {ref.REFERENCE_DIR if not args.dir else args.dir} (figures: full CIFAR-10 test split; "
+              "in brackets: gain over the random-init encoder of the same seed, in points)")
+        for line in ref.list_references(Path(args.dir) if args.dir else None):
+            print("  " + line)
+        return 0
+    if args.action == "build":
+        if args.name and len(args.methods) != 1:
+            raise ValueError("--name builds one variant: give exactly one method with it.")
+        names = args.methods or ref.reference_names()
+        for name in names:
+            if name not in ref.RECIPES:
+                raise ValueError(f"unknown reference '{name}': use one of {', '.join(ref.RECIPES)}.")
+        overrides = _config_overrides(args.config or [])
+        command = "python -m sslkit reference build " + " ".join(sys.argv[sys.argv.index("build") + 1:]) \
+            if "build" in sys.argv else None
+        for name in names:
+            print(f"building the {args.name or name} reference on {ref.resolve_device(args.device).type} "
+                  f"(resumable: run the same command again after an interruption) ...")
+            card = ref.build_reference(name, device=args.device, epochs=args.epochs, minutes=args.minutes,
+                                       method_config=overrides, out_name=args.name, out_dir=args.dir,
+                                       work_dir=args.work_dir, data_root=args.data_root,
+                                       command=command if len(names) == 1 else f"python -m sslkit reference build {name}",
+                                       eval_subset=tuple(args.eval_subset) if args.eval_subset else None)
+            print("  " + ref._summary_line(card["name"], card))
+        return 0
+    # evaluate
+    from sslkit.cache import atomic_write_json
+    from sslkit.evaluate import format_table
+    from sslkit.train import load_data
+
+    device = ref.resolve_device(args.device)
+    loaded = ref.load_reference(args.methods[0] if args.methods else "", device=device,
+                                directory=Path(args.dir) if args.dir else None) if len(args.methods) == 1 else None
+    if loaded is None:
+        raise ValueError("reference evaluate takes exactly one method, e.g. `python -m sslkit reference evaluate simclr`.")
+    data = load_data(loaded.spec, args.data_root)
+    if args.max_train or args.max_test:
+        data = data.subset(args.max_train, args.max_test)
+    print(f"evaluating the shipped {loaded.name} reference on {len(data.train_x)} train / {len(data.test_x)} test "
+          f"images of {data.name}, beside the random-init encoder of seed {loaded.spec.train.seed} ...")
+    t0 = time.time()
+    out = ref.evaluate_reference_encoders(loaded.encoder, loaded.random_init_encoder(), data, loaded.spec.method,
+                                          device, mae=loaded.method)
+    print(format_table(out["results"]))
+    if "finetune" in out:
+        f = out["finetune"]
+        print(f"fine-tuned ({ref.FINETUNE['steps']} steps of {ref.FINETUNE['batch_size']}): "
+              f"trained {100 * f['trained']:.1f}%, random init {100 * f['random_init']:.1f}%")
+    if "masked_mse" in out:
+        m = out["masked_mse"]
+        print(f"masked-patch MSE {m['trained']:.3f} (each patch's mean: {m['patch_mean']:.3f})")
+    card = loaded.card["evaluation"]["results"]["trained"]
+    print(f"the card says kNN {100 * card['knn']:.1f}%, linear {100 * card['linear']:.1f}% "
+          f"({loaded.card['evaluation']['split']}); {time.time() - t0:.0f} s")
+    if args.json:
+        atomic_write_json({"reference": loaded.name, "method": loaded.spec.method, "dataset": data.name,
+                           "backbone": loaded.spec.backbone, "n_train": len(data.train_x), "n_test": len(data.test_x),
+                           **out}, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from sslkit.demo import run_demo
 
@@ -176,6 +242,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-test", type=int)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("reference", help="the reference runs: build, list or evaluate the shipped weights")
+    r.add_argument("action", choices=["build", "list", "evaluate"])
+    r.add_argument("methods", nargs="*", metavar="METHOD", help="build: which (default: all); evaluate: one")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--data-root")
+    rb = r.add_mutually_exclusive_group()
+    rb.add_argument("--epochs", type=float, help="build: the training budget (default: the recipe's)")
+    rb.add_argument("--minutes", type=float, help="build: a wall-clock budget instead of epochs")
+    r.add_argument("--config", action="append", metavar="KEY=VALUE", help="build: a method setting of a variant")
+    r.add_argument("--name", help="build: store a variant under this name (with --dir)")
+    r.add_argument("--dir", help="where the weights and cards are (default: the package's sslkit/references)")
+    r.add_argument("--work-dir", default="runs/reference", help="build: where the runs train (resumable)")
+    r.add_argument("--eval-subset", type=int, nargs=2, metavar=("N_TRAIN", "N_TEST"),
+                   help="build: evaluate on a subset (dry runs); default the full splits")
+    r.add_argument("--json", help="evaluate: also write the results to this file")
+    r.add_argument("--max-train", type=int, help="evaluate: a class-balanced subset of the train split")
+    r.add_argument("--max-test", type=int)
+    r.set_defaults(func=cmd_reference)
 
     m = sub.add_parser("demo", help="a short SimCLR run on the bundled digits, evaluated, with a figure")
     m.add_argument("--out", default="demo_out")

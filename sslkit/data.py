@@ -152,7 +152,18 @@ def is_available(name: str, root: str | Path | None = None) -> tuple[bool, Path]
         return (path / "train").is_dir(), path
     info = DATASETS[name]
     where = root / info.folder
+    if not all((where / f).exists() for f in info.files) and name == "cifar10" and _cifar10_jpeg(root):
+        return True, _cifar10_jpeg(root)
     return all((where / f).exists() for f in info.files), where
+
+
+def _cifar10_jpeg(root: Path) -> Path | None:
+    """The JPEG copy of CIFAR-10 (``<root>/cifar10-jpeg/{train,test}/<class>/*.jpg``) when it is
+    there: the same 60k images and classes (in the same alphabetical order as torchvision's), so
+    ``cifar10`` names one dataset wherever it was found and a run or a reference trained on one
+    form evaluates on the other."""
+    folder = root / "cifar10-jpeg"
+    return folder if (folder / "train").is_dir() and (folder / "test").is_dir() else None
 
 
 def missing_message(name: str, root: Path) -> str:
@@ -185,7 +196,11 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
         return _cached(f"folder-{folder.resolve()}", _folder_signature(folder),
                        lambda: _load_folder(folder), use_cache)
 
-    available, _ = is_available(name, root)
+    available, where = is_available(name, root)
+    if name == "cifar10" and available and where == _cifar10_jpeg(root):
+        data = _cached("cifar10-jpeg", _folder_signature(where), lambda: _load_folder(where), use_cache)
+        data.name = "cifar10"
+        return data
     if not available and name != "digits":
         if not download:
             raise DatasetNotFound(missing_message(name, root))

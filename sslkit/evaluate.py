@@ -31,11 +31,12 @@ def eval_batch_size(device: torch.device) -> int:
 
 @torch.no_grad()
 def extract_features(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int | None = None,
-                     device: str | torch.device | None = None) -> torch.Tensor:
+                     device: str | torch.device | None = None, autocast: bool | None = None) -> torch.Tensor:
     """Features of uint8 ``images (N, C, H, W)`` as float32 ``(N, D)`` on the CPU.
 
     The encoder is put in eval mode (BatchNorm uses its running statistics) for the duration
-    and restored to its previous mode afterwards.
+    and restored to its previous mode afterwards. ``autocast``: bf16 autocast, by default on a
+    GPU only; False gives fp32 features everywhere (reference cards, so a CPU re-measures them).
     """
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     batch_size = batch_size or eval_batch_size(device)
@@ -45,7 +46,8 @@ def extract_features(encoder: torch.nn.Module, images: torch.Tensor, batch_size:
     try:
         for i in range(0, len(images), batch_size):
             x = images[i: i + batch_size].to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            with torch.autocast(device.type, dtype=torch.bfloat16,
+                                enabled=device.type == "cuda" if autocast is None else autocast):
                 out.append(encoder(x).float().cpu())
     finally:
         encoder.train(was_training)
@@ -114,10 +116,10 @@ def evaluate_features(train_f, train_y, test_f, test_y, shots: int = 10, seeds: 
 
 
 def evaluate_encoder(encoder: torch.nn.Module, data: ImageData, shots: int = 10, seeds: int = 5,
-                     device: str | torch.device | None = None) -> dict:
+                     device: str | torch.device | None = None, autocast: bool | None = None) -> dict:
     """Extract features of ``data``'s train and test splits and run every protocol."""
-    train_f = extract_features(encoder, data.train_x, device=device)
-    test_f = extract_features(encoder, data.test_x, device=device)
+    train_f = extract_features(encoder, data.train_x, device=device, autocast=autocast)
+    test_f = extract_features(encoder, data.test_x, device=device, autocast=autocast)
     return evaluate_features(train_f, data.train_y, test_f, data.test_y, shots, seeds)
 
 

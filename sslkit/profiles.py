@@ -3,7 +3,7 @@
 - **quick** (chosen when there is no CUDA GPU): the small CNN, a wall-clock training budget of
   tens of seconds, evaluation on a class-balanced subset; every notebook in about 90 s on two
   CPU cores. Its dataset is CIFAR-10 when it is on disk (named, or as a JPEG folder
-  ``<data root>/cifar10-jpeg``), else scikit-learn's digits, which is always there.
+  ``<data root>/cifar10-jpeg``, see :mod:`sslkit.data`), else scikit-learn's digits, which is always there.
 - **full** (chosen when CUDA is available): CIFAR-10 with ResNet-18, settings scaled from the
   papers to minutes on one GPU, evaluation on the whole splits.
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sslkit.data import ImageData, default_root, is_available, load_dataset
+from sslkit.data import ImageData, is_available, load_dataset
 from sslkit.train import RunSpec, TrainConfig
 
 
@@ -79,13 +79,8 @@ class Profile:
 
 
 def quick_dataset() -> str:
-    """CIFAR-10 when it is on disk (named or as the JPEG folder), else digits."""
-    if is_available("cifar10")[0]:
-        return "cifar10"
-    jpeg = default_root() / "cifar10-jpeg"
-    if (jpeg / "train").is_dir():
-        return str(jpeg)
-    return "digits"
+    """CIFAR-10 when it is on disk (torchvision's files or the JPEG copy), else digits."""
+    return "cifar10" if is_available("cifar10")[0] else "digits"
 
 
 def get_profile(name: str | None = None) -> Profile:

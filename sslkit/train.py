@@ -140,7 +140,10 @@ def build_method(spec: RunSpec, data: ImageData, seed: int | None = None) -> SSL
     mean, std = data.channel_stats()
     encoder = build_encoder(spec.backbone, C, mean, std, image_size=H)
     cfg_cls, method_cls = METHODS[spec.method]
-    return method_cls(encoder, cfg_cls(**spec.method_config))
+    cfg = cfg_cls(**spec.method_config)
+    if getattr(cfg, "num_classes", 0) is None:       # the supervised baseline: as many outputs as classes
+        cfg.num_classes = len(data.classes)
+    return method_cls(encoder, cfg)
 
 
 def embedding_spread(features: torch.Tensor) -> float:
@@ -187,8 +190,12 @@ def load_weights(method: SSLMethod, state: dict, path: Path) -> None:
 
 def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: str | torch.device = "auto",
           checkpoint_path: Path | None = None,
-          callbacks: Sequence[Callable[[dict], None]] = (), progress_bar: bool = True) -> list[dict]:
+          callbacks: Sequence[Callable[[dict], None]] = (), progress_bar: bool = True,
+          labels: torch.Tensor | None = None) -> list[dict]:
     """Train ``method`` on uint8 ``images (N, C, H, W)``; return the history.
+
+    ``labels (N,)`` are handed to a method that uses them (``method(x, labels=y)``): only the
+    supervised baseline does; every self-supervised method sees the images alone.
 
     The images are moved to the device once; each step takes a batch by index, converts it to
     float in [0, 1] there and hands it to the method, which draws its own augmented views.
@@ -213,6 +220,7 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
     params = [p for p in method.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **({"fused": True} if cuda else {}))
     data = images.to(device)
+    targets = None if labels is None else labels.to(device)
 
     torch.manual_seed(cfg.seed)
     order_gen = torch.Generator().manual_seed(cfg.seed)   # data order, separate from augmentation draws
@@ -261,7 +269,7 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
             for g in opt.param_groups:
                 g["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                out = method(x)
+                out = method(x) if targets is None else method(x, labels=targets[idx])
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()
@@ -337,8 +345,10 @@ def pretrain(spec: RunSpec, out_dir: str | Path | None = None, *, data_root: str
     out_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(out_dir / ".lock"):                  # a second process waits, then loads the result
         atomic_write_json(spec.to_dict(), out_dir / "config.json")
-        history = train(method, data.pretrain_x, spec.train, device=device, checkpoint_path=out_dir / "checkpoint.pt",
-                        callbacks=callbacks, progress_bar=progress_bar)
+        supervised = getattr(method, "uses_labels", False)      # labels: the train split, never the unlabeled one
+        history = train(method, data.train_x if supervised else data.pretrain_x, spec.train, device=device,
+                        checkpoint_path=out_dir / "checkpoint.pt", callbacks=callbacks, progress_bar=progress_bar,
+                        labels=data.train_y if supervised else None)
         atomic_write_json(history, out_dir / "history.json")
     method.eval()
     return Run(spec, method, history, data, out_dir)

@@ -6,6 +6,7 @@ from sslkit.methods.mae import MAE, MAEConfig
 from sslkit.methods.jigsaw import Jigsaw, JigsawConfig
 from sslkit.methods.rotation import Rotation, RotationConfig
 from sslkit.methods.simclr import SimCLR, SimCLRConfig
+from sslkit.methods.supervised import Supervised, SupervisedConfig
 
 METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
     "simclr": (SimCLRConfig, SimCLR),
@@ -13,6 +14,8 @@ METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
     "jigsaw": (JigsawConfig, Jigsaw),
     "byol": (BYOLConfig, BYOL),
     "mae": (MAEConfig, MAE),
+    # not self-supervised: the labelled baseline of the same encoder (reference runs, comparison)
+    "supervised": (SupervisedConfig, Supervised),
 }
 
-__all__ = ["Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig"]
+__all__ = ["Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig", "Supervised", "SupervisedConfig"]

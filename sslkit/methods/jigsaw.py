@@ -48,6 +48,11 @@ class JigsawConfig:
     tile_dim: int = 512                 # fc6: per-tile features, shared weights
     hidden_dim: int = 1024              # fc7 (paper: 4096; smaller here for CPU budgets)
     permutation_seed: int = 0
+    # A variant, not the paper's design: the shuffled (and normalised) tiles are laid back into one
+    # picture of image_size, gaps grey, and the encoder sees the whole puzzle at the scale it is
+    # evaluated at; the head reads its last feature map (positions kept) instead of T tile features
+    # seen one at a time. Measured against the context-free design in benchmarks/RESULTS.md.
+    whole_image: bool = False
 
     def __post_init__(self):
         if self.grid < 2:
@@ -159,6 +164,32 @@ def cut_tiles(images: torch.Tensor, cfg: JigsawConfig, jitter: bool = True) -> t
     return images.permute(0, 2, 3, 1)[b, r, c].permute(0, 1, 4, 2, 3)   # (B, T, C, t, t)
 
 
+def place_tiles(tiles: torch.Tensor, cfg: JigsawConfig, fill: torch.Tensor | float = 0.5,
+                jitter: bool = True) -> torch.Tensor:
+    """Lay (B, T, C, t, t) tiles, in position order, into (B, C, S, S) pictures of ``cfg.image_size``:
+    tile i at a random place in grid cell i (centred with ``jitter=False``), everything else
+    ``fill`` (a float, or a (1, C, 1, 1) tensor). The whole-image puzzle's input."""
+    B, T, C, t, _ = tiles.shape
+    S, g, cell = cfg.image_size, cfg.grid, cfg.cell_size
+    slack_img, slack_cell = S - g * cell, cell - t
+    dev = tiles.device
+    if jitter:
+        origin = torch.randint(0, slack_img + 1, (B, 1, 2), device=dev)
+        offset = torch.randint(0, slack_cell + 1, (B, T, 2), device=dev)
+    else:
+        origin = torch.full((B, 1, 2), slack_img // 2, device=dev)
+        offset = torch.full((B, T, 2), slack_cell // 2, device=dev)
+    cells = torch.stack(torch.meshgrid(torch.arange(g, device=dev), torch.arange(g, device=dev), indexing="ij"), -1)
+    top_left = origin + cells.view(1, T, 2) * cell + offset
+    r = top_left[..., 0].view(B, -1, 1, 1) + torch.arange(t, device=dev).view(1, 1, t, 1)
+    c = top_left[..., 1].view(B, -1, 1, 1) + torch.arange(t, device=dev).view(1, 1, 1, t)
+    b = torch.arange(B, device=dev).view(B, 1, 1, 1)
+    canvas = torch.empty(B, S, S, C, dtype=tiles.dtype, device=dev)
+    canvas[:] = fill.view(1, 1, 1, C).to(tiles.dtype) if torch.is_tensor(fill) else fill
+    canvas[b, r, c] = tiles.permute(0, 1, 3, 4, 2)                   # (B, T, t, t, C) into (B, S, S, C)
+    return canvas.permute(0, 3, 1, 2)
+
+
 def shuffle_tiles(tiles: torch.Tensor, perms: torch.Tensor) -> torch.Tensor:
     """Place tile ``perms[b, i]`` at position i: (B, T, ...) with perms (B, T) -> (B, T, ...)."""
     idx = perms.view(*perms.shape, *([1] * (tiles.dim() - 2))).expand_as(tiles)
@@ -198,6 +229,16 @@ class Jigsaw(SSLMethod):
                              f"ask for at most {n_ok} or a smaller min_hamming.")
         self.register_buffer("perms", perms)                  # (P, T)
         self.min_distance = int(min_distance[-1])
+        if cfg.whole_image:
+            # the variant: one pass over the whole puzzle, an MLP on the flattened last feature map
+            was_training = encoder.training
+            with torch.no_grad():
+                fmap = encoder.eval().feature_map(torch.zeros(1, encoder.mean.shape[1], cfg.image_size, cfg.image_size))
+            encoder.train(was_training)
+            self.tile_fc = None
+            self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(fmap[0].numel(), cfg.hidden_dim),
+                                            nn.ReLU(inplace=True), nn.Linear(cfg.hidden_dim, cfg.num_permutations))
+            return
         # fc6 on each tile with shared weights, then fc7 and fc8 on the concatenation (paper, fig. 3)
         self.tile_fc = nn.Sequential(nn.Linear(encoder.dim, cfg.tile_dim), nn.ReLU(inplace=True))
         self.classifier = nn.Sequential(nn.Linear(T * cfg.tile_dim, cfg.hidden_dim), nn.ReLU(inplace=True),
@@ -222,6 +263,10 @@ class Jigsaw(SSLMethod):
     def classify(self, shuffled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Shuffled tiles (B, T, C, t, t) -> permutation logits (B, P) and tile features (B, T, D)."""
         B, T = shuffled.shape[:2]
+        if self.cfg.whole_image:
+            puzzle = place_tiles(self.normalise_tiles(shuffled), self.cfg, fill=self.encoder.mean)
+            fmap = self.encoder.feature_map(puzzle)                        # (B, D, h, w)
+            return self.classifier(fmap), fmap.mean((2, 3)).unsqueeze(1)  # features: (B, 1, D)
         h = self.encoder(self.normalise_tiles(shuffled).flatten(0, 1))   # (B*T, D): one pass over all tiles
         z = self.tile_fc(h).view(B, -1)                                  # (B, T * tile_dim), in position order
         return self.classifier(z), h.view(B, T, -1)
