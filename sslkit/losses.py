@@ -29,3 +29,24 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
     sim.fill_diagonal_(float("-inf"))                                    # an anchor is not its own negative
     positive = torch.arange(2 * n, device=z.device).roll(n)              # i <-> i + N
     return F.cross_entropy(sim, positive)
+
+
+def info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor, temperature: float = 0.2) -> torch.Tensor:
+    """InfoNCE with one positive and a shared set of negatives (MoCo, He et al. 2020, eq. 1).
+
+    Each query's logits are its cosine similarity with its own key followed by those with every
+    negative, divided by the temperature; the loss is the cross-entropy with the positive at
+    index 0, averaged over the queries.
+
+    Args:
+        query, key: ``(B, D)``; row i of ``key`` is the positive of row i of ``query``.
+        negatives: ``(K, D)`` (MoCo's queue), shared by every query.
+        temperature: tau > 0.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}.")
+    q = F.normalize(query.float(), dim=1)
+    k = F.normalize(key.float(), dim=1)
+    n = F.normalize(negatives.float(), dim=1)
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ n.T], dim=1) / temperature   # (B, 1 + K)
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))

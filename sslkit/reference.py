@@ -84,13 +84,12 @@ RECIPES: dict[str, Recipe] = {
                    train={**_COMMON, "batch_size": 256, "lr": 2e-3}, about="BYOL, EMA target from 0.99 to 1"),
     "mae": Recipe("mae", backbone="vit_mini", train={**_COMMON, "batch_size": 256, "lr": 1.5e-3, "weight_decay": 0.05},
                   heads=("decoder", "mask_token"), about="MAE, 75% of the patches masked, the quick profile's ViT"),
+    "moco": Recipe("moco", method_config={"queue_size": 4096, "momentum": 0.99, "temperature": 0.2},
+                   train={**_COMMON, "batch_size": 256, "lr": 2e-3},
+                   about="MoCo v2, a queue of 4096 keys from a momentum encoder"),
     "supervised": Recipe("supervised", method_config={"num_classes": 10}, train={**_COMMON, "batch_size": 512, "lr": 2e-3},
                          heads=("head.",), about="not self-supervised: the same encoder trained with the labels"),
 }
-if "moco" in METHODS:
-    RECIPES["moco"] = Recipe("moco", method_config={"queue_size": 4096, "momentum": 0.99, "temperature": 0.2},
-                             train={**_COMMON, "batch_size": 256, "lr": 2e-3},
-                             about="MoCo v2, a queue of 4096 keys from a momentum encoder")
 
 
 class ReferenceError(RuntimeError):
@@ -413,3 +412,20 @@ def list_references(directory: Path | None = None) -> list[str]:
         except ReferenceError:
             lines.append(f"{name:<11}  not built: `{_rebuild(name)}`")
     return lines
+
+
+def reference_for(name: str, data: ImageData, device: str | torch.device = "cpu") -> Reference | None:
+    """The shipped reference ``name`` if it can be shown beside a run on ``data``, else None after
+    printing one sentence saying why (not built, damaged, or trained on other images): what a
+    notebook calls, so that it runs on every dataset and says what it leaves out."""
+    try:
+        loaded = load_reference(name, device=device)
+    except ReferenceError as err:
+        print(f"no reference shown: {err}")
+        return None
+    if data.name != loaded.card["dataset"] or list(data.image_shape) != loaded.card["image_shape"]:
+        print(f"no reference shown: the {name} reference was trained on {loaded.card['dataset']} "
+              f"{tuple(loaded.card['image_shape'])}, this notebook runs on {data.name} {tuple(data.image_shape)} "
+              f"(put CIFAR-10 in the data root to see it).")
+        return None
+    return loaded

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from sslkit.augment import AugmentConfig, simclr_augment
 from sslkit.backbones import Encoder
 from sslkit.methods.base import MethodOutput, SSLMethod
+from sslkit.methods.ema import ema_update
 from sslkit.methods.simclr import projection_head
 
 
@@ -151,8 +152,7 @@ class BYOL(SSLMethod):
         """
         online = list(self.encoder.parameters()) + list(self.projector.parameters())
         target = list(self.target_encoder.parameters()) + list(self.target_projector.parameters())
-        for t, o in zip(target, online):
-            t.mul_(momentum).add_((1.0 - momentum) * o)
+        ema_update(target, online, momentum)
 
     def on_step_end(self, progress: float) -> None:
         """After every optimizer step: move the target, then schedule the next momentum."""

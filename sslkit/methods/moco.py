@@ -1,0 +1,143 @@
+"""MoCo v2: contrast each query with a queue of keys from earlier batches.
+
+SimCLR's negatives are the other images of the batch, so their number is tied to the batch size,
+and a CPU cannot afford big batches. MoCo keeps the encodings ("keys") of the last K images in a
+queue and uses them as negatives: K no longer depends on the batch. To keep old keys comparable
+with new ones, the keys come from a *momentum encoder*, an exponential moving average of the
+query encoder that changes slowly (the same EMA as BYOL's target, :mod:`sslkit.methods.ema`).
+For each image, one view is the query, the other view's key is its positive, and InfoNCE picks
+the positive out of the K queued negatives.
+
+He, Fan, Wu, Xie, Girshick. "Momentum Contrast for Unsupervised Visual Representation Learning."
+CVPR 2020. https://arxiv.org/abs/1911.05722
+Chen, Fan, Girshick, He. "Improved Baselines with Momentum Contrastive Learning." 2020
+(MoCo v2: an MLP projection head and SimCLR's augmentations). https://arxiv.org/abs/2003.04297
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from sslkit.augment import AugmentConfig, simclr_augment
+from sslkit.backbones import Encoder
+from sslkit.losses import info_nce
+from sslkit.methods.base import MethodOutput, SSLMethod
+from sslkit.methods.ema import ema_update
+from sslkit.methods.simclr import projection_head
+
+
+@dataclass
+class MoCoConfig:
+    """MoCo v2's settings; the defaults are the paper's ImageNet ones (K 65536, m 0.999, T 0.2).
+    The profiles set small-data values (the authors' CIFAR-10 demo: K 4096, m 0.99)."""
+
+    queue_size: int = 65536         # K: negatives per query
+    momentum: float = 0.999         # m: key encoder <- m * key encoder + (1 - m) * query encoder
+    temperature: float = 0.2
+    projection_dim: int = 128
+    hidden_dim: int | None = None   # hidden width of the head; None = the encoder's width
+    # Shuffled BatchNorm, simulated on one device: BatchNorm computes its statistics over the
+    # samples it sees together, so a query and its key computed in the same batch could "talk"
+    # through those statistics and the positive would be found by its batch signature instead of
+    # its content (the paper, sec. 3.3). The paper shuffles the keys across GPUs; with one device
+    # we do what the authors' CIFAR-10 demo does: split each batch into bn_splits groups that get
+    # their own statistics, the keys' groups drawn after a random shuffle, so a key never shares
+    # its group's statistics with exactly its query's group. 1 switches it off.
+    bn_splits: int = 4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 1:
+            raise ValueError(f"queue_size must be a whole number of at least 1, got {self.queue_size}.")
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {self.momentum}.")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}.")
+        if self.bn_splits < 1:
+            raise ValueError(f"bn_splits must be at least 1, got {self.bn_splits}.")
+
+
+class MoCo(SSLMethod):
+    def __init__(self, encoder: Encoder, cfg: MoCoConfig | None = None):
+        super().__init__()
+        self.cfg = c = cfg or MoCoConfig()
+        self.encoder = encoder
+        self.projector = projection_head(encoder.dim, c.hidden_dim or encoder.dim, c.projection_dim)
+        # the key (momentum) encoder and head: copies that no gradient reaches
+        self.key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
+        # the queue: buffers, so that a checkpoint carries them and a resumed run is exact
+        self.register_buffer("queue", F.normalize(torch.randn(c.queue_size, c.projection_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self._pending: torch.Tensor | None = None      # this step's keys, enqueued after the step
+
+    def views(self, images: torch.Tensor) -> torch.Tensor:
+        """Two random views of every image, stacked: (B, C, H, W) -> (2B, C, H, W)."""
+        return torch.cat([simclr_augment(images, self.cfg.augment), simclr_augment(images, self.cfg.augment)])
+
+    def _splits(self, n: int) -> int:
+        """Groups for the split BatchNorm: bn_splits when each keeps at least 2 samples, else 1."""
+        return self.cfg.bn_splits if self.training and n % self.cfg.bn_splits == 0 and n // self.cfg.bn_splits >= 2 else 1
+
+    def query(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, H, W) -> encoder features h (B, D) and normalised queries q (B, projection_dim)."""
+        s = self._splits(len(x))
+        h = torch.cat([self.encoder(part) for part in x.chunk(s)]) if s > 1 else self.encoder(x)
+        return h, F.normalize(self.projector(h), dim=1)
+
+    @torch.no_grad()
+    def keys(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> normalised keys (B, projection_dim) from the momentum encoder; the batch
+        is shuffled before it is split into BatchNorm groups and unshuffled after."""
+        s = self._splits(len(x))
+        if s == 1:
+            return F.normalize(self.key_projector(self.key_encoder(x)), dim=1)
+        order = torch.randperm(len(x), device=x.device)
+        k = torch.cat([self.key_projector(self.key_encoder(part)) for part in x[order].chunk(s)])
+        return F.normalize(k[order.argsort()], dim=1)
+
+    def forward(self, images: torch.Tensor) -> MethodOutput:
+        """images: (B, C, H, W) in [0, 1]. The keys of this batch join the queue after the
+        optimiser step (:meth:`on_step_end`), so the loss of a step never sees its own keys as
+        negatives, and a forward pass outside training leaves the queue alone."""
+        B = images.shape[0]
+        v = self.views(images)
+        h, q = self.query(v[:B])
+        k = self.keys(v[B:])
+        loss = info_nce(q, k, self.queue.clone(), self.cfg.temperature)
+        if self.training:
+            self._pending = k.detach().float()
+        return MethodOutput(loss, features=h.detach(), extras={"queries": q.detach(), "keys": k})
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor) -> None:
+        """First in, first out: the B newest keys overwrite the B oldest, wrapping around the end
+        of the queue (K need not be a multiple of B; with B > K only the last K keys stay)."""
+        K, B = self.cfg.queue_size, len(keys)
+        ptr = int(self.queue_ptr)
+        if B > K:
+            keys, ptr = keys[B - K:], (ptr + B - K) % K
+        idx = (ptr + torch.arange(len(keys), device=keys.device)) % K
+        self.queue[idx] = keys.to(self.queue.dtype)
+        self.queue_ptr.fill_((int(self.queue_ptr) + B) % K)
+
+    @torch.no_grad()
+    def update_key_encoder(self) -> None:
+        """key <- m * key + (1 - m) * query, for every weight of encoder and head. BatchNorm's
+        running statistics are the key encoder's own, from its own forward passes."""
+        ema_update(list(self.key_encoder.parameters()) + list(self.key_projector.parameters()),
+                   list(self.encoder.parameters()) + list(self.projector.parameters()), self.cfg.momentum)
+
+    def on_step_end(self, progress: float) -> None:
+        """After every optimiser step: enqueue this step's keys, then move the key encoder."""
+        if self._pending is not None:
+            self.enqueue(self._pending)
+            self._pending = None
+        self.update_key_encoder()
