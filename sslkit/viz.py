@@ -193,3 +193,75 @@ def retrieval_gallery(query_images: torch.Tensor, db_images: torch.Tensor, neigh
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def embedding_panels(encoders: dict, images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
+                     how: str = "umap", seed: int = 0):
+    """One 2-D projection per encoder, side by side, coloured by class: ``encoders`` maps a panel
+    title to an encoder; ``images`` are uint8 ``(N, C, H, W)``. Each panel's title also gives the
+    kNN accuracy of its features on these images (leave-one-out, 20 neighbours), so the eye can be
+    checked against a number."""
+    from sslkit.evaluate import extract_features
+
+    fig, axes = plt.subplots(1, len(encoders), figsize=(4.6 * len(encoders), 4.4), squeeze=False)
+    for ax, (name, enc) in zip(axes[0], encoders.items()):
+        feats = extract_features(enc, images)
+        plot_embedding(project_2d(feats, how, seed), labels, classes, ax=ax,
+                       title=f"{name}\nneighbours of the same class: {100 * _same_class_share(feats, labels):.0f}%")
+    axes[0, 0].legend(markerscale=3, fontsize=7, ncol=2, loc="best")
+    fig.suptitle(f"{how.upper() if how != 'tsne' else 't-SNE'} of {len(images)} test images' features "
+                 "(colour: the class, never seen in pre-training)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _same_class_share(features: torch.Tensor, labels: torch.Tensor, k: int = 20) -> float:
+    """Share of each point's k nearest neighbours (cosine, itself left out) that have its class."""
+    f = F.normalize(features.float(), dim=1)
+    sim = f @ f.T
+    sim.fill_diagonal_(-2.0)
+    idx = sim.topk(min(k, len(f) - 1), dim=1).indices
+    labels = torch.as_tensor(labels)
+    return float((labels[idx] == labels[:, None]).float().mean())
+
+
+def retrieval_comparison(encoders: dict, queries: torch.Tensor, query_labels, database: torch.Tensor,
+                         db_labels, k: int = 8, title: str = "", score_images: torch.Tensor | None = None,
+                         score_labels=None):
+    """The same query images, their k nearest database images under each encoder: one row per
+    (query, encoder), the encoder named above its row, green / red titles for same / other class.
+    The title gives each encoder's share of neighbours of the query's class, over ``score_images``
+    when given (a handful of shown queries is too few to compare encoders by)."""
+    from sslkit.evaluate import extract_features
+
+    rows, shares = [], []
+    db_labels = torch.as_tensor(db_labels)
+    for name, enc in encoders.items():
+        db_f = extract_features(enc, database)
+        nn_idx = nearest_neighbours(extract_features(enc, queries), db_f, k)
+        rows.append((name, nn_idx))
+        if score_images is not None:
+            nn_s = nearest_neighbours(extract_features(enc, score_images), db_f, k)
+            shares.append(float((db_labels[nn_s] == torch.as_tensor(score_labels)[:, None]).float().mean()))
+        else:
+            shares.append(float((db_labels[nn_idx] == torch.as_tensor(query_labels)[:, None]).float().mean()))
+    Q, E = len(queries), len(rows)
+    fig, axes = plt.subplots(Q * E, k + 1, figsize=(1.05 * (k + 1), 1.15 * Q * E), squeeze=False)
+    q_disp = to_display(queries)
+    for i in range(Q):
+        for e, (name, nn_idx) in enumerate(rows):
+            r = i * E + e
+            axes[r, 0].imshow(q_disp[i], interpolation="nearest")
+            axes[r, 0].set_title(name, fontsize=7, loc="left")
+            db_disp = to_display(database[nn_idx[i]])
+            for j in range(k):
+                axes[r, j + 1].imshow(db_disp[j], interpolation="nearest")
+                same = int(db_labels[nn_idx[i, j]]) == int(query_labels[i])
+                axes[r, j + 1].set_title("same" if same else "other", fontsize=7, color="green" if same else "red")
+    for a in axes.flat:
+        a.axis("off")
+    over = f"over {len(score_images)} test queries" if score_images is not None else "over these queries"
+    text = ", ".join(f"{name} {100 * share:.0f}%" for (name, _), share in zip(rows, shares))
+    fig.suptitle((title + "\n" if title else "") + f"neighbours of the query's class ({over}): {text}", fontsize=9)
+    fig.tight_layout()
+    return fig
