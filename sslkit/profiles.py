@@ -120,7 +120,11 @@ def get_profile(name: str | None = None) -> Profile:
                               # slower day (441-467 steps): +0.3 kNN / +0.6 linear over random init on
                               # average, within noise (RESULTS.md).
                               # 100 steps (about 25 s) so that notebook 04's three runs fit its time.
-                              "byol": {"batch_size": 64, "steps": 100}},
+                              "byol": {"batch_size": 64, "steps": 100},
+                              # MoCo: batch 64, its lesson (4096 negatives whatever the batch), 100 steps
+                              # (about as long as SimCLR's 60 of 256 here); notebook 04 compares SimCLR
+                              # at the same batch and steps
+                              "moco": {"batch_size": 64, "steps": 100}},
                        method_backbones={"mae": "vit_mini"},
                        # SimCLR: temperature 0.2, not the paper's 0.5: it learns faster in short CPU runs.
                        # jigsaw: 100 permutations (the paper: 1000), a task a half-minute run can start to

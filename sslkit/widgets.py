@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import ipywidgets as W
 import matplotlib.pyplot as plt
 import torch
@@ -351,3 +353,43 @@ def mask_explorer(mae, images: torch.Tensor, n: int = 6, seed: int = 0) -> W.Wid
 
     _on_change({"r": ratio}, draw)
     return W.VBox([ratio, out])
+
+
+def queue_explorer(batch_size: int = 256) -> W.Widget:
+    """MoCo's queue: sliders for the queue size K, the key encoder's momentum m and the batch size B.
+    The text says how many negatives each query sees (K, whatever B) and how old, in steps, the
+    oldest keys are (K / B); the plot shows how much each past step's query encoder weighs in the
+    key encoder today, m^t (1 - m), with the queue's span marked: the keys in the queue were encoded
+    by key encoders that old, so with a fast-moving key encoder (small m) the oldest keys were made
+    by a network that no longer exists."""
+    K = W.IntSlider(value=4096, min=256, max=65536, step=256, description="queue size K", continuous_update=False,
+                    style=_FIT_LABEL, layout=W.Layout(width="420px"))
+    momentum = W.FloatLogSlider(value=0.01, base=10, min=-4, max=0, step=0.05, description="1 - momentum",
+                                continuous_update=False, style=_FIT_LABEL, layout=W.Layout(width="420px"))
+    batch = W.IntSlider(value=batch_size, min=8, max=1024, step=8, description="batch size B", continuous_update=False,
+                        style=_FIT_LABEL, layout=W.Layout(width="420px"))
+    out = W.Output()
+
+    def draw(k, one_minus, b):
+        m = 1.0 - one_minus
+        span = math.ceil(k / b)                     # steps the queue reaches back
+        horizon = max(2 * span, int(3 / max(one_minus, 1e-6)), 10)
+        t = torch.arange(horizon + 1, dtype=torch.float64)
+        weight = (m ** t) * (1 - m)                 # share of the query encoder of t steps ago in today's key encoder
+        kept = m ** span                            # the part of today's key encoder already there for the oldest key
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(9, 3.2))
+            ax.plot(t.numpy(), weight.numpy(), color="tab:red", lw=2)
+            ax.axvspan(0, span, color="tab:blue", alpha=0.15, label=f"the queue: keys up to {span} steps old")
+            ax.set_xlabel("steps ago")
+            ax.set_ylabel("weight in today's key encoder")
+            ax.legend(fontsize=8, loc="upper right")
+            ax.set_title(f"each query sees {k} negatives (SimCLR at batch {b}: {2 * b - 2}); the oldest are {span} steps "
+                         f"old;\nthe key encoder averages the last ~{1 / max(one_minus, 1e-9):.0f} steps "
+                         f"(m^{span} = {kept:.2f} of it was already there when the oldest key was made)", fontsize=9)
+            fig.tight_layout()
+            plt.show()
+
+    _on_change({"k": K, "one_minus": momentum, "b": batch}, draw)
+    return W.VBox([K, momentum, batch, out])
