@@ -101,7 +101,7 @@ def get_profile(name: str | None = None) -> Profile:
                               # kNN / linear / fine-tuned; random-init ViT 27.5 / 44.8 / 36.7%): batch
                               # 256, 204 steps: 0.738; 28.8 / 43.3 / 37.5%. 128, 419 steps: 0.670; 32.7
                               # / 48.9 / 41.4%. 64, 850 steps: 0.615; 34.6 / 50.4 / 46.0%. 200 steps
-                              # of 64 (notebook 05's run, about 40 s): fewer images than the former 60
+                              # of 64 (notebook 06's run, about 40 s): fewer images than the former 60
                               # of 256, so that the notebook keeps its time.
                               "mae": {"lr": 1.5e-3, "weight_decay": 0.05, "warmup": 0.05, "batch_size": 64,
                                       "steps": 200},
@@ -119,7 +119,7 @@ def get_profile(name: str | None = None) -> Profile:
                               # 128, 34.1% / 49.4% at 256; random init 35.2% / 48.7%. Three seeds on a
                               # slower day (441-467 steps): +0.3 kNN / +0.6 linear over random init on
                               # average, within noise (RESULTS.md).
-                              # 100 steps (about 25 s) so that notebook 04's three runs fit its time.
+                              # 100 steps (about 25 s) so that notebook 05's three runs fit its time.
                               "byol": {"batch_size": 64, "steps": 100},
                               # MoCo: batch 64, its lesson (4096 negatives whatever the batch), 100 steps
                               # (about as long as SimCLR's 60 of 256 here); notebook 04 compares SimCLR
