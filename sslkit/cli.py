@@ -1,4 +1,4 @@
-"""The command line: ``python -m sslkit {datasets,download,pretrain,evaluate,reference,demo}``.
+"""The command line: ``python -m sslkit {datasets,download,pretrain,evaluate,reference,compare,demo}``.
 
 Every error a user can cause is one line on stderr and exit status 2, with nothing written.
 """
@@ -193,6 +193,44 @@ def cmd_reference(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from sslkit.cache import atomic_write_json
+    from sslkit.compare import compare, format_markdown, load_entries, write_figures
+    from sslkit.data import load_dataset
+    from sslkit.train import resolve_device
+
+    device = resolve_device(args.device)
+    for folder in args.runs:
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"run folder {folder} does not exist: give the --out folder of a `pretrain` run.")
+    methods = args.methods if args.methods is not None else (None if not args.runs else [])
+    data = load_dataset("cifar10", args.data_root)
+    if args.max_train or args.max_test:
+        data = data.subset(args.max_train, args.max_test)
+    entries = load_entries(methods, args.runs, device=str(device), data=data)
+    print(f"comparing {len(entries)} encoders on {len(data.train_x)} train / {len(data.test_x)} test images of "
+          f"{data.name} (fine-tuning: {args.finetune_steps} steps of 128) ...")
+    t0 = time.time()
+    results = compare(entries, data, draws=args.draws, finetune_steps=args.finetune_steps, device=device)
+    table = format_markdown(results)
+    print(table)
+    print(f"({time.time() - t0:.0f} s)")
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.markdown).with_name(f".{Path(args.markdown).name}.tmp")
+        tmp.write_text(table + "\n")
+        tmp.replace(args.markdown)
+        print(f"wrote {args.markdown}")
+    if args.json:
+        atomic_write_json({"dataset": data.name, "n_train": len(data.train_x), "n_test": len(data.test_x),
+                           "finetune_steps": args.finetune_steps, "results": results}, args.json)
+        print(f"wrote {args.json}")
+    if args.figures:
+        for path in write_figures(results, entries, data, args.figures):
+            print(f"wrote {path}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from sslkit.demo import run_demo
 
@@ -261,6 +299,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-train", type=int, help="evaluate: a class-balanced subset of the train split")
     r.add_argument("--max-test", type=int)
     r.set_defaults(func=cmd_reference)
+
+    c = sub.add_parser("compare", help="every reference (or run folder) side by side: table and figures")
+    c.add_argument("--methods", nargs="*", metavar="METHOD", help="references to compare (default: all)")
+    c.add_argument("--runs", nargs="*", default=[], metavar="RUN_DIR", help="run folders of `pretrain` to add")
+    c.add_argument("--markdown", help="write the table as Markdown to this file")
+    c.add_argument("--json", help="write every figure as JSON to this file")
+    c.add_argument("--figures", help="write label_efficiency, alignment_uniformity, embeddings and retrieval PNGs here")
+    c.add_argument("--data-root")
+    c.add_argument("--max-train", type=int, help="a class-balanced subset of the train split (default: all of it)")
+    c.add_argument("--max-test", type=int)
+    c.add_argument("--finetune-steps", type=int, default=300, help="fine-tuning budget per encoder (0: none)")
+    c.add_argument("--draws", type=int, default=5, help="draws per k-shot probe")
+    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    c.set_defaults(func=cmd_compare)
 
     m = sub.add_parser("demo", help="a short SimCLR run on the bundled digits, evaluated, with a figure")
     m.add_argument("--out", default="demo_out")
