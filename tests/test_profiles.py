@@ -46,7 +46,7 @@ def test_full_profile_run_builds_and_takes_a_training_step(method):
     data = cifar_like()
     m = build_method(spec, data)
     x = data.train_x[:8].float() / 255
-    out = m(x)
+    out = m(x, labels=data.train_y[:8]) if getattr(m, "uses_labels", False) else m(x)
     assert torch.isfinite(out.loss)
     out.loss.backward()
     grads = [p.grad for p in m.encoder.parameters() if p.grad is not None]
