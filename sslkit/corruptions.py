@@ -1,0 +1,103 @@
+"""Common image corruptions at five severities, in the spirit of CIFAR-10-C, made on the fly.
+
+Hendrycks and Dietterich (ICLR 2019, "Benchmarking Neural Network Robustness to Common
+Corruptions and Perturbations") corrupt the CIFAR-10 test set in 15 ways at 5 severities and ship
+the result (CIFAR-10-C, 2.7 GB). The kit makes six of them itself, with the CIFAR parameters of
+their `make_cifar_c.py`, so no download is needed and any image set can be corrupted:
+
+    gaussian_noise   add N(0, sigma), sigma 0.04 ... 0.10 (pixel range 0-1)
+    gaussian_blur    blur with sigma 0.4 ... 1.0 px
+    contrast         pull every pixel towards the image's mean, keeping 0.75 ... 0.15 of the contrast
+    brightness       add 0.05 ... 0.3 to the value channel in HSV
+    jpeg             JPEG at quality 80 ... 40 (Pillow's encoder and decoder)
+    pixelate         shrink to 0.95 ... 0.65 of the side and blow back up (box filter both ways)
+
+Every corruption takes uint8 ``(N, C, H, W)`` images and returns uint8 images of the same shape;
+the random ones (noise) are seeded, so the same call gives the same images.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from sslkit.augment import _hsv_to_rgb, _rgb_to_hsv, gaussian_blur
+
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+def _noise(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
+    return x + sigma * torch.randn(x.shape, generator=g)
+
+
+def _blur(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
+    return gaussian_blur(x, torch.full((len(x),), sigma), kernel_size=2 * round(3 * sigma) + 1)
+
+
+def _contrast(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
+    mean = x.mean((1, 2, 3), keepdim=True)
+    return (x - mean) * c + mean
+
+
+def _brightness(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
+    if x.shape[1] == 1:                       # grey images: the value is the pixel
+        return x + c
+    hsv = _rgb_to_hsv(x)
+    hsv[:, 2] = (hsv[:, 2] + c).clamp(0, 1)
+    return _hsv_to_rgb(hsv)
+
+
+def _jpeg(x: torch.Tensor, quality: float, g: torch.Generator) -> torch.Tensor:
+    import io
+
+    from PIL import Image
+
+    def compress(im):
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=int(quality))
+        return Image.open(buf)
+
+    return _with_pil(x, compress)
+
+
+def _pixelate(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
+    return _with_pil(x, lambda im: im.resize((max(1, round(im.width * c)), max(1, round(im.height * c))), 4)   # BOX
+                     .resize((im.width, im.height), 4))
+
+
+def _with_pil(x: torch.Tensor, fn) -> torch.Tensor:
+    """Apply ``fn`` (PIL image -> PIL image) to every image of float ``x`` (N, C, H, W) in [0, 1]:
+    the JPEG codec and the box resampling of make_cifar_c.py are Pillow's."""
+    import numpy as np
+    from PIL import Image
+
+    u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    out = [np.asarray(fn(Image.fromarray(im.squeeze(-1) if im.shape[-1] == 1 else im))).reshape(im.shape) for im in u8]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
+
+
+# name -> (function, the parameter at severities 1..5), CIFAR-10-C's values
+CORRUPTIONS: dict[str, tuple[Callable, tuple[float, ...]]] = {
+    "gaussian_noise": (_noise, (0.04, 0.06, 0.08, 0.09, 0.10)),
+    "gaussian_blur": (_blur, (0.4, 0.6, 0.7, 0.8, 1.0)),
+    "contrast": (_contrast, (0.75, 0.5, 0.4, 0.3, 0.15)),
+    "brightness": (_brightness, (0.05, 0.1, 0.15, 0.2, 0.3)),
+    "jpeg": (_jpeg, (80, 65, 58, 50, 40)),
+    "pixelate": (_pixelate, (0.95, 0.9, 0.85, 0.75, 0.65)),
+}
+
+
+def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> torch.Tensor:
+    """``images`` (uint8 ``(N, C, H, W)``) with corruption ``name`` at ``severity`` 1-5, as uint8."""
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption '{name}': use one of {', '.join(CORRUPTIONS)}.")
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be 1, 2, 3, 4 or 5, got {severity}.")
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(f"corrupt takes uint8 images (N, C, H, W), got {images.dtype} of shape {tuple(images.shape)}.")
+    fn, params = CORRUPTIONS[name]
+    g = torch.Generator().manual_seed(seed)
+    out = fn(images.float() / 255, params[severity - 1], g)
+    return (out.clamp(0, 1) * 255).round().to(torch.uint8)
