@@ -8,7 +8,7 @@ SHARED_DATA ?= ../shared/data
 PROFILE ?= quick
 export SSLKIT_DATA ?= $(CURDIR)/data
 
-.PHONY: demo test unit notebooks lab bench clean-cache
+.PHONY: demo test unit browser notebooks lab bench clean-cache
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,12 +31,21 @@ demo: $(VENV)/.installed
 
 # Unit tests and every notebook through nbval (quick profile), in a fresh run cache so the
 # notebooks really train. --nbval-lax: cells run and must not raise; outputs are not compared
-# (training curves differ from run to run).
+# (training curves differ from run to run). Then the widget tests in JupyterLab under headless
+# Chromium (tests/browser), in the same cache so they load the runs the notebooks just trained;
+# both always run, and the target fails if either failed.
 test: $(VENV)/.installed data/cifar10-jpeg/train
-	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=25
+	export SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg; status=0; \
+	$(PY) -m pytest tests notebooks --nbval-lax --ignore=tests/browser -p no:cacheprovider --durations=25 || status=$$?; \
+	$(PY) -m pytest tests/browser -p no:cacheprovider --durations=10 || status=$$?; \
+	exit $$status
 
 unit: $(VENV)/.installed
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/browser
+
+# The widget tests alone (JupyterLab + headless Chromium), in the default run cache.
+browser: $(VENV)/.installed data/cifar10-jpeg/train
+	$(PY) -m pytest tests/browser
 
 notebooks: $(VENV)/.installed data/cifar10-jpeg/train
 	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=$(PROFILE) $(PY) -m pytest notebooks --nbval-lax --durations=0
