@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import NOTEBOOKS
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 # a notebook run on the quick profile, training included when the cache is cold, on a busy CPU
 RUN_TIMEOUT_S = 1200
