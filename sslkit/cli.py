@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=float, help="a wall-clock training budget instead of epochs or steps")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
-    t.add_argument("--temperature", type=float, help="the contrastive temperature (SimCLR)")
+    t.add_argument("--temperature", type=float, help="the contrastive temperature (SimCLR, MoCo)")
     t.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="a method setting, e.g. --config augment.jitter_strength=1.0 (repeatable)")
     t.add_argument("--out", help="run folder (default: runs/<method>-<dataset>-<config hash>)")
