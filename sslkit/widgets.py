@@ -393,3 +393,28 @@ def queue_explorer(batch_size: int = 256) -> W.Widget:
 
     _on_change({"k": K, "one_minus": momentum, "b": batch}, draw)
     return W.VBox([K, momentum, batch, out])
+
+
+def comparison_explorer(entries, data, n_points: int = 1000, cache: dict | None = None) -> W.Widget:
+    """The comparison's embeddings: choose the encoders and the projection (UMAP, t-SNE, PCA); one
+    panel per encoder, the same test images coloured by class. Projections are kept in ``cache``,
+    so going back to a choice is instant."""
+    from sslkit.compare import embedding_grid
+
+    cache = {} if cache is None else cache
+    names = [e.name for e in entries]
+    pick = W.SelectMultiple(options=names, value=tuple(names), rows=min(10, len(names)), description="encoders",
+                            style=_FIT_LABEL, layout=W.Layout(width="320px"))
+    how = W.Dropdown(options=[("UMAP", "umap"), ("t-SNE", "tsne"), ("PCA", "pca")], value="umap",
+                     description="projection", style=_FIT_LABEL, layout=W.Layout(width="240px"))
+    out = W.Output()
+
+    def draw(chosen, projection):
+        chosen_entries = [e for e in entries if e.name in chosen] or entries[:1]
+        with out:
+            out.clear_output(wait=True)
+            embedding_grid(chosen_entries, data, n_points, projection, cache=cache)
+            plt.show()
+
+    _on_change({"chosen": pick, "projection": how}, draw)
+    return W.VBox([W.HBox([pick, how]), out])
