@@ -56,8 +56,10 @@ class _NotDone(Exception):
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:160]}" if text else type(err).__name__
+    text = " ".join(str(err).split()).rstrip(".")
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return f'{type(err).__name__} ("{text}")' if text else type(err).__name__
 
 
 def _call(fn: Callable, *args, on: str):
@@ -171,8 +173,9 @@ def check_min_hamming(fn: Callable) -> str:
 def check_permutation_set(fn: Callable) -> str:
     for n_tiles, size in [(9, 30), (4, 4)]:
         perms = _call(fn, n_tiles, size, on=f"n_tiles = {n_tiles}, size = {size}")
-        perms = _tensor(torch.as_tensor(perms) if not isinstance(perms, torch.Tensor) else perms, (size, n_tiles),
-                        f"your set of {size} permutations of {n_tiles} tiles")
+        if isinstance(perms, (list, tuple)):
+            perms = torch.as_tensor(perms)
+        perms = _tensor(perms, (size, n_tiles), f"your set of {size} permutations of {n_tiles} tiles")
         ok_rows = torch.equal(perms.long().sort(1).values, torch.arange(n_tiles).expand(size, -1))
         if not ok_rows:
             bad = next(i for i in range(size) if sorted(perms[i].tolist()) != list(range(n_tiles)))
