@@ -191,3 +191,115 @@ def solutions(source: str | Path | None = None) -> dict[str, str]:
             if cell.cell_type == "code" and meta.get("solution"):
                 out[meta["grade_id"]] = cell.source
     return out
+
+
+# ------------------------------------------------------------------------------- the website
+
+EXECUTED_DIR = Path("build/executed")      # where `make test` keeps the notebooks nbval ran
+SITE_DIR = Path("build/site")
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# the same note as sslkit.widgets.Explorer's where a live front end has no widgets
+WIDGET_NOTE = ("(Interactive controls need a widget front end, such as JupyterLab or Colab with widgets on: "
+               "the figure above shows the first setting.)")
+BADGE_SVG = """<svg xmlns="http://www.w3.org/2000/svg" width="117" height="20" role="img" aria-label="Open in Colab">
+<rect width="117" height="20" rx="3" fill="#555"/><rect x="36" width="81" height="20" rx="3" fill="#f9ab00"/>
+<text x="18" y="14" fill="#fff" font-family="Verdana,sans-serif" font-size="11" text-anchor="middle">open</text>
+<text x="76" y="14" fill="#fff" font-family="Verdana,sans-serif" font-size="11" text-anchor="middle">in Colab</text></svg>
+"""
+REMOTE_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+
+CONF_PY = '''# Written by `python -m sslkit course site`; the pages are notebooks that `make test` executed.
+project = "sslkit"
+extensions = ["myst_nb"]
+nb_execution_mode = "off"             # never run a notebook here: show the outputs it already has
+nb_output_stderr = "remove"           # progress bars and warnings are for the live notebook
+myst_enable_extensions = ["dollarmath", "amsmath"]
+html_theme = "alabaster"
+html_theme_options = {"show_relbars": True, "description": "self-supervised learning you can read, run and compare"}
+html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
+html_static_path = ["_static"]
+exclude_patterns = ["_build"]
+'''
+
+
+def _current(executed, source) -> bool:
+    """Did ``executed`` come from this ``source`` (the same code in every cell)?"""
+    code = lambda nb: [c.source for c in nb.cells if c.cell_type == "code"]
+    return code(executed) == code(source)
+
+
+def site_notebook(nb, version: str = "student"):
+    """A page of the site: the executed notebook as the students get it (solutions out, the exercise
+    cells' outputs cleared) or as instructors do; widgets replaced by a one-line note under their
+    first figure, the Colab badge image served by the site itself."""
+    nb = to_student(nb, clear_outputs=False) if version == "student" else to_instructor(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = cell.source.replace(REMOTE_BADGE, "_static/colab-badge.svg")
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if WIDGET_MIME in data:
+                del data[WIDGET_MIME]
+                data["text/plain"] = WIDGET_NOTE
+    return nb
+
+
+def _readme_page(readme: str) -> str:
+    """The README as the site's front page: notebook links point at the pages, other relative links
+    at the repository, and the list of pages follows the title."""
+    text = re.sub(r"\]\(notebooks/([\w.-]+)\.ipynb\)", r"](\1.ipynb)", readme)
+    text = re.sub(r"\]\((?!https?:|#|mailto:)([^)\s]+)\)", lambda m: f"]({SSLKIT_REPO}/blob/{SSLKIT_BRANCH}/{m.group(1)})",
+                  text.replace(f"]({REMOTE_BADGE})", "](_static/colab-badge.svg)"))
+    return text
+
+
+def build_site(executed: str | Path = EXECUTED_DIR, out: str | Path = SITE_DIR, source: str | Path | None = None,
+               readme: str | Path | None = None, version: str = "student") -> Path:
+    """Build the course website (Sphinx + myst-nb) from the notebooks that the tests executed; all
+    or nothing. Returns the site's index.html."""
+    import subprocess
+    import sys
+
+    if version not in ("student", "instructor"):
+        raise ValueError(f"unknown site version '{version}': use student or instructor.")
+    try:
+        import myst_nb  # noqa: F401
+        import sphinx  # noqa: F401
+    except ImportError:
+        raise RuntimeError("building the site needs sphinx and myst-nb: pip install -e \".[dev]\".") from None
+    src = Path(source) if source else source_dir()
+    readme = Path(readme) if readme else src.parent / "README.md"
+    executed, out = Path(executed), Path(out)
+    pages = []
+    for path in sorted(src.glob("[0-9][0-9]_*.ipynb")):
+        done = executed / path.name
+        if not done.exists():
+            raise FileNotFoundError(f"{done} is missing: run `make test` first (it executes the notebooks and keeps "
+                                    f"them in {executed}).")
+        nb = nbformat.read(done, as_version=4)
+        if not _current(nb, nbformat.read(path, as_version=4)):
+            raise ValueError(f"{done} was executed from an older {path}: run `make test` again.")
+        pages.append((path.name, site_notebook(nb, version)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".site.", dir=out.parent))
+    try:
+        (work / "src" / "_static").mkdir(parents=True)
+        (work / "src" / "conf.py").write_text(CONF_PY)
+        (work / "src" / "_static" / "colab-badge.svg").write_text(BADGE_SVG)
+        for name, nb in pages:
+            nbformat.write(nb, work / "src" / name)
+        toc = "\n".join(Path(name).stem for name, _ in pages)
+        body = _readme_page(readme.read_text()) if readme.exists() else "# sslkit\n"
+        title, _, rest = body.partition("\n")
+        (work / "src" / "index.md").write_text(f"{title}\n\n```{{toctree}}\n:maxdepth: 1\n:caption: The notebooks\n\n"
+                                               f"{toc}\n```\n{rest}")
+        proc = subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-q", str(work / "src"), str(work / "html")],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"sphinx could not build the site: {(proc.stderr or proc.stdout).strip().splitlines()[-1]}")
+        if out.exists():
+            shutil.rmtree(out)
+        (work / "html").rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out / "index.html"
