@@ -248,7 +248,7 @@ def _readme_page(readme: str) -> str:
     """The README as the site's front page: notebook links point at the pages, other relative links
     at the repository, and the list of pages follows the title."""
     text = re.sub(r"\]\(notebooks/([\w.-]+)\.ipynb\)", r"](\1.ipynb)", readme)
-    text = re.sub(r"\]\((?!https?:|#|mailto:)([^)\s]+)\)", lambda m: f"]({SSLKIT_REPO}/blob/{SSLKIT_BRANCH}/{m.group(1)})",
+    text = re.sub(r"\]\((?!https?:|#|mailto:|_static/)([^)\s]+)\)", lambda m: f"]({SSLKIT_REPO}/blob/{SSLKIT_BRANCH}/{m.group(1)})",
                   text.replace(f"]({REMOTE_BADGE})", "](_static/colab-badge.svg)"))
     return text
 

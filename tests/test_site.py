@@ -51,7 +51,8 @@ def _tiny_course(folder: Path) -> Path:
         nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                            "language": "python"}})
         nbformat.write(course.stamp_hosted(nb, name), src / name)
-    (folder / "README.md").write_text("# tiny\n\n[rotation](notebooks/01_more.ipynb) and [results](benchmarks/RESULTS.md)\n")
+    (folder / "README.md").write_text(f"# tiny\n\n{course.badge_markdown('00_intro.ipynb')}\n\n"
+                                      "[rotation](notebooks/01_more.ipynb) and [results](benchmarks/RESULTS.md)\n")
     return src
 
 
