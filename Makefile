@@ -8,7 +8,7 @@ SHARED_DATA ?= ../shared/data
 PROFILE ?= quick
 export SSLKIT_DATA ?= $(CURDIR)/data
 
-.PHONY: demo test unit notebooks lab bench clean-cache data
+.PHONY: demo test unit notebooks lab bench clean-cache data site
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,18 @@ demo: $(VENV)/.installed
 # Unit tests and every notebook through nbval (quick profile), in a fresh run cache so the
 # notebooks really train. --nbval-lax: cells run and must not raise; outputs are not compared
 # (training curves differ from run to run).
+# The executed notebooks are kept in build/executed (conftest.py), and the course website is built
+# from them and checked in Chromium (make site), so the site never runs a notebook again.
 test: $(VENV)/.installed data
-	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=25
+	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg SSLKIT_EXECUTED=$(CURDIR)/build/executed \
+	  $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=25
+	$(MAKE) --no-print-directory site
+
+# The course website (Sphinx + myst-nb) from the notebooks `make test` executed, then opened in
+# headless Chromium: every page loads, every image is there, every internal link resolves.
+site: $(VENV)/.installed
+	$(PY) -m sslkit course site build/site --executed build/executed
+	SSLKIT_SITE=build/site $(PY) -m pytest tests/test_site.py -k built_course_site -q -p no:cacheprovider
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests
