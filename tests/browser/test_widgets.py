@@ -24,8 +24,10 @@ RUN_TIMEOUT_S = 1200
 REDRAW_TIMEOUT_S = 90
 
 # what a widget looks like where the front end is missing: its Python repr as text
-WIDGET_AS_TEXT = re.compile(r"^\s*(\w+\.)*[A-Z]\w*\((children|value|description|layout|options)=")
-CONTROLS = ".widget-slider, .widget-dropdown, .widget-checkbox, .widget-toggle-buttons"
+# (or sslkit.widgets.Explorer's note in its place)
+WIDGET_AS_TEXT = re.compile(r"^\s*((\w+\.)*[A-Z]\w*\((children|value|description|layout|options)=|"
+                            r"\(Interactive controls need a widget front end)")
+CONTROLS = ".widget-slider, .widget-dropdown, .widget-checkbox, .widget-toggle-buttons, .widget-select-multiple"
 
 
 def _widget_notebooks() -> list[str]:
@@ -34,7 +36,7 @@ def _widget_notebooks() -> list[str]:
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         cells = json.loads(path.read_text())["cells"]
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-        if re.search(r"sslkit\.widgets|ipywidgets", code):
+        if re.search(r"from sslkit\.widgets import|import ipywidgets|from ipywidgets import", code):
             names.append(path.name)
     return names
 
@@ -134,7 +136,8 @@ def _value(control) -> str:
     return control.evaluate(
         """c => {
             const r = c.querySelector('.widget-readout'); if (r) return r.textContent;
-            const s = c.querySelector('select'); if (s) return s.value;
+            const s = c.querySelector('select');
+            if (s) return [...s.selectedOptions].map(o => o.value).join(',');
             const b = c.querySelector('input[type=checkbox]'); if (b) return String(b.checked);
             const t = c.querySelector('button.mod-active'); if (t) return t.textContent;
             return '';
@@ -160,6 +163,11 @@ def _move(page, control) -> None:
         options = select.locator("option")
         current = select.evaluate("s => s.selectedIndex")
         select.select_option(index=(current + 1) % options.count())
+    elif "widget-select-multiple" in cls:       # one option fewer (or all, when one is chosen)
+        select = control.locator("select")
+        values = select.evaluate("s => [...s.options].map(o => o.value)")
+        chosen = select.evaluate("s => [...s.selectedOptions].map(o => o.value)")
+        select.select_option(chosen[:-1] if len(chosen) > 1 else values)
     elif "widget-checkbox" in cls:
         control.locator("input[type=checkbox]").click()
     else:                                     # toggle buttons: the next one
