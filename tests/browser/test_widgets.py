@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -198,7 +199,8 @@ def test_explorers_redraw_when_moved(page, lab, artifacts, notebook):
     """Every control of every explorer changes the explorer's picture, and no cell shows an error,
     stderr, a widget as text or a label cut short."""
     shots = artifacts / Path(notebook).stem
-    shots.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(shots, ignore_errors=True)      # no screenshot left from an earlier run
+    shots.mkdir(parents=True)
     try:
         _check_explorers(page, lab, notebook, shots)
     except BaseException:
