@@ -8,7 +8,7 @@ SHARED_DATA ?= ../shared/data
 PROFILE ?= quick
 export SSLKIT_DATA ?= $(CURDIR)/data
 
-.PHONY: demo test unit notebooks lab bench clean-cache data site
+.PHONY: demo test unit browser notebooks lab bench clean-cache data site
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,9 +41,15 @@ demo: $(VENV)/.installed
 # (training curves differ from run to run).
 # The executed notebooks are kept in build/executed (conftest.py), and the course website is built
 # from them and checked in Chromium (make site), so the site never runs a notebook again.
+# Between the two, the widget tests in JupyterLab under headless Chromium (tests/browser), in the
+# same run cache so they load the runs the notebooks just trained; both pytest runs always run, and
+# the target stops if either failed.
 test: $(VENV)/.installed data
-	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg SSLKIT_EXECUTED=$(CURDIR)/build/executed \
-	  $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=25
+	export SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg; status=0; \
+	SSLKIT_EXECUTED=$(CURDIR)/build/executed $(PY) -m pytest tests notebooks --nbval-lax --ignore=tests/browser \
+	  -p no:cacheprovider --durations=25 || status=$$?; \
+	$(PY) -m pytest tests/browser -p no:cacheprovider --durations=10 || status=$$?; \
+	exit $$status
 	$(MAKE) --no-print-directory site
 
 # The course website (Sphinx + myst-nb) from the notebooks `make test` executed, then opened in
@@ -53,7 +59,11 @@ site: $(VENV)/.installed
 	SSLKIT_SITE=build/site $(PY) -m pytest tests/test_site.py -k built_course_site -q -p no:cacheprovider
 
 unit: $(VENV)/.installed
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/browser
+
+# The widget tests alone (JupyterLab + headless Chromium), in the default run cache.
+browser: $(VENV)/.installed data
+	$(PY) -m pytest tests/browser
 
 notebooks: $(VENV)/.installed data
 	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=$(PROFILE) $(PY) -m pytest notebooks --nbval-lax --durations=0
