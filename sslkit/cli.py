@@ -1,4 +1,4 @@
-"""The command line: ``python -m sslkit {datasets,download,pretrain,evaluate,reference,compare,demo}``.
+"""The command line: ``python -m sslkit {datasets,download,pretrain,evaluate,reference,compare,course,demo}``.
 
 Every error a user can cause is one line on stderr and exit status 2, with nothing written.
 """
@@ -238,6 +238,24 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_course(args) -> int:
+    from sslkit import course
+
+    if args.action == "stamp":
+        changed = course.stamp_sources(args.source)
+        print(f"badges and install cells from {course.SSLKIT_REPO}: {len(changed)} file(s) rewritten")
+        return 0
+    if args.action == "site":
+        index = course.build_site(args.executed, args.out_dir or course.SITE_DIR, args.source, version=args.version)
+        print(f"wrote the course website ({args.version} version): {index}")
+        return 0
+    if not args.out_dir:
+        raise ValueError(f"course {args.action} needs an output folder, e.g. `python -m sslkit course {args.action} course_{args.action}`.")
+    written = course.write_course(args.action, args.out_dir, args.source)
+    print(f"wrote the {args.action} version of {len(written)} notebooks to {args.out_dir}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from sslkit.demo import run_demo
 
@@ -271,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=float, help="a wall-clock training budget instead of epochs or steps")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
-    t.add_argument("--temperature", type=float, help="the contrastive temperature (SimCLR)")
+    t.add_argument("--temperature", type=float, help="the contrastive temperature (SimCLR, MoCo)")
     t.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="a method setting, e.g. --config augment.jitter_strength=1.0 (repeatable)")
     t.add_argument("--out", help="run folder (default: runs/<method>-<dataset>-<config hash>)")
@@ -320,6 +338,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--draws", type=int, default=5, help="draws per k-shot probe")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     c.set_defaults(func=cmd_compare)
+
+    co = sub.add_parser("course", help="student or instructor notebooks, the course website, the Colab badges")
+    co.add_argument("action", choices=["student", "instructor", "site", "stamp"])
+    co.add_argument("out_dir", nargs="?", metavar="OUT_DIR", help="where to write the notebooks (site: build/site)")
+    co.add_argument("--source", help="the instructor notebooks (default: the checkout's notebooks/)")
+    co.add_argument("--executed", default="build/executed", help="site: the notebooks `make test` executed")
+    co.add_argument("--version", default="student", choices=["student", "instructor"], help="site: whose pages")
+    co.set_defaults(func=cmd_course)
 
     m = sub.add_parser("demo", help="a short SimCLR run on the bundled digits, evaluated, with a figure")
     m.add_argument("--out", default="demo_out")

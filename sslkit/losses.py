@@ -61,7 +61,7 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor, te
         negatives: ``(K, D)`` (MoCo's queue), shared by every query.
         temperature: tau > 0.
     """
-    if temperature <= 0:
+    if not temperature > 0:   # NaN too
         raise ValueError(f"temperature must be positive, got {temperature}.")
     q = F.normalize(query.float(), dim=1)
     k = F.normalize(key.float(), dim=1)
