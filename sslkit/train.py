@@ -134,7 +134,7 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The dtype the training step's forward pass runs in under autocast, or None for fp32.
 
     bf16 on CUDA, and on a CPU with native bf16 instructions (AVX512-BF16 or AMX): there the
-    SimCLR step ran 1.7x faster than fp32 and reached the same kNN (benchmarks/RESULTS.md). A CPU
+    SimCLR step ran 1.7x faster than fp32 (benchmarks/RESULTS.md, with the kNN check). A CPU
     without them would emulate bf16, slower than fp32, so it keeps fp32. Parameters, the loss and
     the optimiser state stay fp32 either way. ``SSLKIT_CPU_BF16=0`` keeps a CPU in fp32.
     """
