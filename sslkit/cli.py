@@ -69,6 +69,7 @@ def cmd_download(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    from sslkit import distributed
     from sslkit.profiles import get_profile
     from sslkit.train import RunSpec, TrainConfig, load_data, pretrain, resolve_device
 
@@ -92,12 +93,18 @@ def cmd_pretrain(args) -> int:
                    method_config=method_config, train=TrainConfig(**train_kw))
     out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{Path(args.dataset).name}-{config_key(spec.to_dict())}"
     data = load_data(spec, args.data_root)
-    print(f"pre-training {args.method} on {data.name} ({len(data.pretrain_x)} images) with {spec.backbone} "
-          f"on {device.type}; run folder: {out}")
-    run = pretrain(spec, out, device=str(device), data=data)
+    ctx = distributed.setup(device)        # under torchrun: join the other processes (DDP)
+    try:
+        if ctx.is_main:
+            print(f"pre-training {args.method} on {data.name} ({len(data.pretrain_x)} images) with {spec.backbone} "
+                  f"on {device.type}{f' x {ctx.world} processes' if ctx.world > 1 else ''}; run folder: {out}")
+        run = pretrain(spec, out, device=str(device), data=data)
+    finally:
+        distributed.teardown()
     last = run.history[-1] if run.history else {}
-    print(f"done: {last.get('step', 0)} steps, final loss {last.get('loss', float('nan')):.3f}, "
-          f"{last.get('images_per_s', 0):.0f} images/s. Next: python -m sslkit evaluate {out}")
+    if ctx.is_main:
+        print(f"done: {last.get('step', 0)} steps, final loss {last.get('loss', float('nan')):.3f}, "
+              f"{last.get('images_per_s', 0):.0f} images/s. Next: python -m sslkit evaluate {out}")
     return 0
 
 

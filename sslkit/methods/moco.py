@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from sslkit.augment import AugmentConfig, simclr_augment
 from sslkit.backbones import Encoder
+from sslkit.distributed import all_gather_no_grad
 from sslkit.losses import info_nce
 from sslkit.methods.base import MethodOutput, SSLMethod
 from sslkit.methods.ema import ema_update
@@ -76,6 +77,10 @@ def _real(x) -> bool:
 
 
 class MoCo(SSLMethod):
+    # With DDP (sslkit.distributed) BatchNorm stays per process: synced statistics would be over
+    # the same images for queries and keys, the leak that the split BatchNorm above prevents.
+    sync_batchnorm = False
+
     def __init__(self, encoder: Encoder, cfg: MoCoConfig | None = None):
         super().__init__()
         self.cfg = c = cfg or MoCoConfig()
@@ -128,8 +133,8 @@ class MoCo(SSLMethod):
         h, q = self.query(v[:B])
         k = self.keys(v[B:])
         loss = info_nce(q, k, self.queue.clone(), self.cfg.temperature)
-        if self.training:
-            self._pending = k.detach().float()
+        if self.training:   # with DDP, every process's keys, in rank order, so that the queues stay equal
+            self._pending = all_gather_no_grad(k.detach().float())
         return MethodOutput(loss, features=h.detach(), extras={"queries": q.detach(), "keys": k})
 
     @torch.no_grad()
