@@ -8,7 +8,7 @@ SHARED_DATA ?= ../shared/data
 PROFILE ?= quick
 export SSLKIT_DATA ?= $(CURDIR)/data
 
-.PHONY: demo test unit notebooks lab bench clean-cache
+.PHONY: demo test unit browser notebooks lab bench clean-cache data site
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,25 +26,52 @@ data/cifar10-jpeg/train:
 	  mv data/.cifar10-jpeg.tmp data/cifar10-jpeg; \
 	else echo "no $(SHARED_DATA)/cifar10-jpeg.tar.gz: the quick profile will use digits"; fi
 
+# Everything the notebooks read: the CIFAR-10 copy, and MNIST and Fashion-MNIST for notebook 08's
+# transfer section, linked (not copied) into the ignored data/ when they are beside the project.
+data: data/cifar10-jpeg/train
+	@for d in MNIST FashionMNIST; do \
+	  if [ -d $(SHARED_DATA)/$$d ] && [ ! -e data/$$d ]; then ln -s "$$(cd $(SHARED_DATA) && pwd)/$$d" data/$$d; fi; \
+	done
+
 demo: $(VENV)/.installed
 	$(PY) -m sslkit demo
 
 # Unit tests and every notebook through nbval (quick profile), in a fresh run cache so the
 # notebooks really train. --nbval-lax: cells run and must not raise; outputs are not compared
 # (training curves differ from run to run).
-test: $(VENV)/.installed data/cifar10-jpeg/train
-	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg $(PY) -m pytest tests notebooks --nbval-lax -p no:cacheprovider --durations=25
+# The executed notebooks are kept in build/executed (conftest.py), and the course website is built
+# from them and checked in Chromium (make site), so the site never runs a notebook again.
+# Between the two, the widget tests in JupyterLab under headless Chromium (tests/browser), in the
+# same run cache so they load the runs the notebooks just trained; both pytest runs always run, and
+# the target stops if either failed.
+test: $(VENV)/.installed data
+	export SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg; status=0; \
+	SSLKIT_EXECUTED=$(CURDIR)/build/executed $(PY) -m pytest tests notebooks --nbval-lax --ignore=tests/browser \
+	  -p no:cacheprovider --durations=25 || status=$$?; \
+	$(PY) -m pytest tests/browser -p no:cacheprovider --durations=10 || status=$$?; \
+	exit $$status
+	$(MAKE) --no-print-directory site
+
+# The course website (Sphinx + myst-nb) from the notebooks `make test` executed, then opened in
+# headless Chromium: every page loads, every image is there, every internal link resolves.
+site: $(VENV)/.installed
+	$(PY) -m sslkit course site build/site --executed build/executed
+	SSLKIT_SITE=build/site $(PY) -m pytest tests/test_site.py -k built_course_site -q -p no:cacheprovider
 
 unit: $(VENV)/.installed
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/browser
 
-notebooks: $(VENV)/.installed data/cifar10-jpeg/train
+# The widget tests alone (JupyterLab + headless Chromium), in the default run cache.
+browser: $(VENV)/.installed data
+	$(PY) -m pytest tests/browser
+
+notebooks: $(VENV)/.installed data
 	SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=$(PROFILE) $(PY) -m pytest notebooks --nbval-lax --durations=0
 
-lab: $(VENV)/.installed data/cifar10-jpeg/train
+lab: $(VENV)/.installed data
 	$(VENV)/bin/jupyter lab notebooks
 
-bench: $(VENV)/.installed data/cifar10-jpeg/train
+bench: $(VENV)/.installed data
 	$(PY) benchmarks/simclr_cpu.py
 
 clean-cache:

@@ -1,4 +1,4 @@
-"""The command line: ``python -m sslkit {datasets,download,pretrain,evaluate,reference,compare,demo}``.
+"""The command line: ``python -m sslkit {datasets,download,pretrain,evaluate,reference,compare,course,demo}``.
 
 Every error a user can cause is one line on stderr and exit status 2, with nothing written.
 """
@@ -69,6 +69,7 @@ def cmd_download(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
+    from sslkit import distributed
     from sslkit.profiles import get_profile
     from sslkit.train import RunSpec, TrainConfig, load_data, pretrain, resolve_device
 
@@ -94,12 +95,18 @@ def cmd_pretrain(args) -> int:
                    method_config=method_config, train=TrainConfig(**train_kw))
     out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{Path(args.dataset).name}-{config_key(spec.to_dict())}"
     data = load_data(spec, args.data_root)
-    print(f"pre-training {args.method} on {data.name} ({len(data.pretrain_x)} images) with {spec.backbone} "
-          f"on {device.type}; run folder: {out}")
-    run = pretrain(spec, out, device=str(device), data=data)
+    ctx = distributed.setup(device)        # under torchrun: join the other processes (DDP)
+    try:
+        if ctx.is_main:
+            print(f"pre-training {args.method} on {data.name} ({len(data.pretrain_x)} images) with {spec.backbone} "
+                  f"on {device.type}{f' x {ctx.world} processes' if ctx.world > 1 else ''}; run folder: {out}")
+        run = pretrain(spec, out, device=str(device), data=data)
+    finally:
+        distributed.teardown()
     last = run.history[-1] if run.history else {}
-    print(f"done: {last.get('step', 0)} steps, final loss {last.get('loss', float('nan')):.3f}, "
-          f"{last.get('images_per_s', 0):.0f} images/s. Next: python -m sslkit evaluate {out}")
+    if ctx.is_main:
+        print(f"done: {last.get('step', 0)} steps, final loss {last.get('loss', float('nan')):.3f}, "
+              f"{last.get('images_per_s', 0):.0f} images/s. Next: python -m sslkit evaluate {out}")
     return 0
 
 
@@ -233,6 +240,24 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_course(args) -> int:
+    from sslkit import course
+
+    if args.action == "stamp":
+        changed = course.stamp_sources(args.source)
+        print(f"badges and install cells from {course.SSLKIT_REPO}: {len(changed)} file(s) rewritten")
+        return 0
+    if args.action == "site":
+        index = course.build_site(args.executed, args.out_dir or course.SITE_DIR, args.source, version=args.version)
+        print(f"wrote the course website ({args.version} version): {index}")
+        return 0
+    if not args.out_dir:
+        raise ValueError(f"course {args.action} needs an output folder, e.g. `python -m sslkit course {args.action} course_{args.action}`.")
+    written = course.write_course(args.action, args.out_dir, args.source)
+    print(f"wrote the {args.action} version of {len(written)} notebooks to {args.out_dir}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from sslkit.demo import run_demo
 
@@ -268,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float)
     t.add_argument("--checkpoint-every", type=int, metavar="STEPS",
                    help="steps between checkpoints (default: the profile's; always one at the end)")
-    t.add_argument("--temperature", type=float, help="the contrastive temperature (SimCLR)")
+    t.add_argument("--temperature", type=float, help="the contrastive temperature (SimCLR, MoCo)")
     t.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="a method setting, e.g. --config augment.jitter_strength=1.0 (repeatable)")
     t.add_argument("--out", help="run folder (default: runs/<method>-<dataset>-<config hash>)")
@@ -317,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--draws", type=int, default=5, help="draws per k-shot probe")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     c.set_defaults(func=cmd_compare)
+
+    co = sub.add_parser("course", help="student or instructor notebooks, the course website, the Colab badges")
+    co.add_argument("action", choices=["student", "instructor", "site", "stamp"])
+    co.add_argument("out_dir", nargs="?", metavar="OUT_DIR", help="where to write the notebooks (site: build/site)")
+    co.add_argument("--source", help="the instructor notebooks (default: the checkout's notebooks/)")
+    co.add_argument("--executed", default="build/executed", help="site: the notebooks `make test` executed")
+    co.add_argument("--version", default="student", choices=["student", "instructor"], help="site: whose pages")
+    co.set_defaults(func=cmd_course)
 
     m = sub.add_parser("demo", help="a short SimCLR run on the bundled digits, evaluated, with a figure")
     m.add_argument("--out", default="demo_out")

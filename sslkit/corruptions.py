@@ -101,3 +101,25 @@ def corrupt(images: torch.Tensor, name: str, severity: int, seed: int = 0) -> to
     g = torch.Generator().manual_seed(seed)
     out = fn(images.float() / 255, params[severity - 1], g)
     return (out.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def robustness(encoders: dict, data, n_test: int | None = None, names: tuple[str, ...] | None = None,
+               severities: tuple[int, ...] = SEVERITIES, device=None) -> dict:
+    """Linear probes trained on clean features, tested on corrupted test images.
+
+    For every encoder (``{name: encoder}``): a logistic-regression probe on the frozen features of
+    ``data``'s clean train images, then its accuracy on the first ``n_test`` test images, clean and
+    under each corruption at each severity (the same corrupted images for every encoder).
+    Returns ``{name: {"clean": acc, corruption: [acc at each severity]}}``.
+    """
+    from sslkit.evaluate import extract_features, fit_linear_probe
+
+    names = names or tuple(CORRUPTIONS)
+    test_x, test_y = data.test_x[:n_test], data.test_y[:n_test].numpy()
+    corrupted = {(c, s): corrupt(test_x, c, s) for c in names for s in severities}
+    out = {}
+    for name, enc in encoders.items():
+        probe = fit_linear_probe(extract_features(enc, data.train_x, device=device), data.train_y)
+        score = lambda x: float(probe.score(extract_features(enc, x, device=device).numpy(), test_y))
+        out[name] = {"clean": score(test_x), **{c: [score(corrupted[c, s]) for s in severities] for c in names}}
+    return out

@@ -83,6 +83,28 @@ class ImageData:
         return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
 
 
+def as_images_like(data: ImageData, channels: int, size: int) -> ImageData:
+    """``data`` with every image resized to ``size`` x ``size`` (bilinear) and grey images repeated
+    to ``channels`` channels: MNIST as 3 x 32 x 32, to probe an encoder trained on CIFAR-10."""
+    import torch.nn.functional as F
+
+    def convert(x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for i in range(0, len(x), 4096):
+            b = x[i: i + 4096].float()
+            if b.shape[-2:] != (size, size):
+                b = F.interpolate(b, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            if b.shape[1] != channels:
+                if b.shape[1] != 1:
+                    raise ValueError(f"cannot turn {b.shape[1]}-channel images into {channels} channels.")
+                b = b.expand(-1, channels, -1, -1)
+            out.append(b.round().clamp(0, 255).to(torch.uint8))
+        return torch.cat(out)
+
+    return ImageData(data.name, convert(data.train_x), data.train_y, convert(data.test_x), data.test_y, data.classes,
+                     None if data.unlabeled_x is None else convert(data.unlabeled_x))
+
+
 def _stratified(y: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
     """Indices of about n samples with the class proportions of y, in random order."""
     order = torch.randperm(len(y), generator=g)

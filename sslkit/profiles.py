@@ -142,8 +142,10 @@ def get_profile(name: str | None = None) -> Profile:
                        method_configs={"simclr": {"temperature": 0.2}, "jigsaw": {"num_permutations": 100, "image_size": 32},
                                        "byol": {"base_momentum": 0.9, "hidden_dim": 1024},
                                        # MoCo: the authors' CIFAR-10 demo values (K 4096, m 0.99) but T 0.2 as
-                                       # SimCLR here; a queue of 4096 is full after 16 steps of 256, a
-                                       # small part of a short run, and m 0.99 lets the keys follow
+                                       # SimCLR here. At the quick batch of 64 the queue holds real keys
+                                       # only after 64 of the 100 steps; kept at 4096 because 4096
+                                       # negatives at batch 64 is notebook 04's lesson, and its sweep shows
+                                       # what smaller queues give in 100 steps. m 0.99 lets the keys follow
                                        "moco": {"queue_size": 4096, "momentum": 0.99, "temperature": 0.2}},
                        # evaluation on 5k / 1k images: every notebook evaluates two to four encoders
                        eval_train=5000, eval_test=1000, plot_points=1000)

@@ -14,6 +14,7 @@ re-run notebook is fast and two processes asking for the same run train it once.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from sslkit import distributed
 from sslkit.backbones import build_encoder
 from sslkit.cache import (WriteError, atomic_save, atomic_write_json, file_lock, remove_stale_temp_files,
                           run_dir_for)
@@ -179,6 +181,25 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype the training step's forward pass runs in under autocast, or None for fp32.
+
+    bf16 on CUDA. On a CPU only when asked (``SSLKIT_CPU_BF16=1``) and the CPU has native bf16
+    instructions (AVX512-BF16 or AMX): the SimCLR step ran about 1.7x faster than fp32 there, but
+    the quality check (kNN after the same steps within a point of fp32, benchmarks/bf16_quality.py)
+    has not been recorded yet, so fp32 stays the default; a CPU without them would emulate bf16,
+    slower than fp32, and always keeps fp32. Parameters, the loss and the optimiser state stay fp32
+    either way.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16
+    if device.type == "cpu" and os.environ.get("SSLKIT_CPU_BF16", "0") == "1":
+        native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+            getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if native else None
+    return None
+
+
 def load_data(spec: RunSpec, data_root: str | Path | None = None) -> ImageData:
     data = load_dataset(spec.dataset, data_root)
     return data.subset(spec.n_train, None, seed=spec.train.seed) if spec.n_train else data
@@ -262,11 +283,14 @@ def read_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def check_fits(cfg: TrainConfig, n: int) -> None:
-    """Refuse a batch larger than the dataset (every step takes a full batch)."""
-    if n < cfg.batch_size:
-        raise ValueError(f"batch size {cfg.batch_size} is larger than the {n} training images: "
-                         f"use --batch-size {n} or less.")
+def check_fits(cfg: TrainConfig, n: int, world: int = 1) -> None:
+    """Refuse a batch larger than the dataset (every step takes a full batch; with DDP a global
+    batch of ``world`` times the batch size)."""
+    B = cfg.batch_size
+    if n < B * world:
+        raise ValueError(f"batch size {B} is larger than the {n} training images: use --batch-size {n} or less."
+                         if world == 1 else f"a global batch of {world} x {B} images is larger than the "
+                         f"{n} training images: use --batch-size {n // world} or less.")
 
 
 def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: str | torch.device = "auto",
@@ -288,21 +312,27 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
     device = resolve_device(device)
     n = images.shape[0]
     B = cfg.batch_size
-    check_fits(cfg, n)
-    steps_per_epoch = n // B                       # drop the last partial batch: contrastive losses want full ones
+    # with DDP (torchrun), B is per process: every step takes a global batch of B * world images
+    # in the same order on every process, and process r trains on its r-th share of it
+    ctx = distributed.context()
+    GB = B * ctx.world
+    check_fits(cfg, n, ctx.world)
+    steps_per_epoch = n // GB                       # drop the last partial batch: contrastive losses want full ones
     total_steps = cfg.steps or (None if cfg.epochs is None else max(1, round(cfg.epochs * steps_per_epoch)))
     budget_s = None if cfg.minutes is None else cfg.minutes * 60
 
     cuda = device.type == "cuda"
+    amp_dtype = autocast_dtype(device)
     # channels_last: the layout cuDNN's and oneDNN's convolutions prefer (measured here on the
     # 2-core CPU: the small CNN's forward+backward 30% faster)
     method.to(device, memory_format=torch.channels_last)
+    model = distributed.wrap(method, device)       # DDP and synced BatchNorm with several processes, else method
     params = [p for p in method.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **({"fused": True} if cuda else {}))
     data = images.to(device)
     targets = None if labels is None else labels.to(device)
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + ctx.rank)        # augmentation draws: each process its own
     order_gen = torch.Generator().manual_seed(cfg.seed)   # data order, separate from augmentation draws
     state = {"step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "perm": None, "history": [], "finished": False}
     last_good_step = None                          # the step of the checkpoint on disk, if any
@@ -310,7 +340,8 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
         ckpt = read_checkpoint(checkpoint_path)
         load_weights(method, ckpt["model"], checkpoint_path)
         opt.load_state_dict(ckpt["optimizer"])
-        _set_rng_state(ckpt["rng"], device)
+        ranks = ckpt.get("rng_ranks") or []
+        _set_rng_state(ranks[ctx.rank] if len(ranks) == ctx.world else ckpt["rng"], device)
         order_gen.set_state(ckpt["order_rng"])
         state.update({k: ckpt[k] for k in state})
         last_good_step = state["step"]
@@ -327,9 +358,13 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
     def save(finished: bool = False) -> None:
         if checkpoint_path is None:
             return
+        rng_ranks = distributed.gather_objects(_rng_state(device))      # every process's, for an exact resume
+        if not ctx.is_main:                                               # rank 0 alone writes
+            return
         try:
             atomic_save({**state, "finished": finished, "model": method.state_dict(), "optimizer": opt.state_dict(),
-                         "rng": _rng_state(device), "order_rng": order_gen.get_state()},
+                         "rng": rng_ranks[0], "order_rng": order_gen.get_state(),
+                         **({"rng_ranks": rng_ranks} if ctx.world > 1 else {})},
                         checkpoint_path)
         except WriteError as err:     # say what is left, so the user knows a re-run resumes from there
             raise WriteError(checkpoint_path, err.cause, kept=f"; {kept()}") from None
@@ -341,26 +376,27 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
 
     bar = tqdm(total=total_steps if budget_s is None else round(budget_s), unit="step" if budget_s is None else "s",
                initial=state["step"] if budget_s is None else round(state["elapsed"]),
-               disable=not progress_bar, dynamic_ncols=True, desc=type(method).__name__)
+               disable=not progress_bar or not ctx.is_main, dynamic_ncols=True, desc=type(method).__name__)
     method.train()
     loss_sum = torch.zeros((), device=device)
     window_steps, window_start = 0, time.perf_counter()
     t_prev = time.perf_counter()
     try:
         while progress() < 1.0:
-            if state["perm"] is None or state["pos"] + B > n:
+            if state["perm"] is None or state["pos"] + GB > n:
                 state["perm"] = torch.randperm(n, generator=order_gen)
-                if state["pos"] + B > n:
+                if state["pos"] + GB > n:
                     state["epoch"] += 1
                 state["pos"] = 0
-            idx = state["perm"][state["pos"]: state["pos"] + B].to(device)
-            state["pos"] += B
+            start = state["pos"] + ctx.rank * B
+            idx = state["perm"][start: start + B].to(device)
+            state["pos"] += GB
             x = data[idx].float().div_(255).contiguous(memory_format=torch.channels_last)
             lr = lr_at(progress(), cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                out = method(x) if targets is None else method(x, labels=targets[idx])
+            with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
+                out = model(x) if targets is None else model(x, labels=targets[idx])
             opt.zero_grad(set_to_none=True)
             out.loss.backward()
             opt.step()
@@ -371,22 +407,24 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
             now = time.perf_counter()
             state["elapsed"] += now - t_prev
             t_prev = now
+            if budget_s is not None:          # all processes stop after the same step
+                state["elapsed"] = distributed.broadcast_float(state["elapsed"], device)
 
             log_now = state["step"] % cfg.log_every == 0 or progress() >= 1.0
             ckpt_now = state["step"] % cfg.checkpoint_every == 0
             if log_now or ckpt_now:
-                mean_loss = float(loss_sum) / window_steps
+                mean_loss = float(distributed.mean_over_processes(loss_sum)) / window_steps
                 if not math.isfinite(mean_loss):
                     raise TrainingDiverged(
                         f"the loss became {mean_loss} by step {state['step']}; {kept()}: "
                         f"lower the learning rate (now {cfg.lr}) and train again in a new run folder.")
                 dt = now - window_start
                 row = {"step": state["step"], "epoch": state["epoch"] + state["pos"] / n,
-                       "loss": mean_loss, "lr": lr, "images_per_s": window_steps * B / max(dt, 1e-9),
+                       "loss": mean_loss, "lr": lr, "images_per_s": window_steps * GB / max(dt, 1e-9),
                        "embedding_spread": embedding_spread(out.features) if out.features is not None else None,
                        "elapsed_s": state["elapsed"]}
                 state["history"].append(row)
-                for cb in callbacks:
+                for cb in callbacks if ctx.is_main else ():
                     cb(row)
                 bar.set_postfix(loss=f"{mean_loss:.3f}", img_s=f"{row['images_per_s']:.0f}")
                 loss_sum.zero_()
@@ -398,7 +436,7 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
             bar.update(1 if budget_s is None else round(state["elapsed"]) - bar.n)
     finally:
         bar.close()
-    for cb in callbacks:
+    for cb in callbacks if ctx.is_main else ():
         if hasattr(cb, "close"):      # a live plot draws its last rows
             cb.close()
     save(finished=True)
@@ -486,25 +524,28 @@ def pretrain(spec: RunSpec, out_dir: str | Path | None = None, *, data_root: str
     method = build_method(spec, data)
     supervised = getattr(method, "uses_labels", False)          # labels: the train split, never the unlabeled one
     images, labels = (data.train_x, data.train_y) if supervised else (data.pretrain_x, None)
-    check_fits(spec.train, len(images))
+    check_fits(spec.train, len(images), distributed.context().world)
     _dry_run(method, images, labels, device)
     out_dir = Path(out_dir) if out_dir is not None else run_dir_for(spec.to_dict())
     _check_same_spec(out_dir, spec)
     check_writable(out_dir, checkpoint_bytes(method, len(images)))
+    main = distributed.context().is_main               # with DDP, rank 0 alone locks, writes and cleans up
     made = _nearest_existing(out_dir.absolute())        # what exists now; anything below it is ours to remove
     ours = [f for f in (out_dir / "config.json", out_dir / ".lock") if not f.exists()]
     locked = False                                      # a process waiting for the lock undoes nothing
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with file_lock(out_dir / ".lock"):              # a second process waits, then loads the result
-            locked = True
-            remove_stale_temp_files(out_dir)            # left by a process killed while writing
-            atomic_write_json(spec.to_dict(), out_dir / "config.json")
+        with file_lock(out_dir / ".lock") if main else contextlib.nullcontext():   # a second process waits, then loads the result
+            locked = main
+            if main:
+                remove_stale_temp_files(out_dir)        # left by a process killed while writing
+                atomic_write_json(spec.to_dict(), out_dir / "config.json")
             history = train(method, images, spec.train, device=device, checkpoint_path=out_dir / "checkpoint.pt",
                             callbacks=callbacks, progress_bar=progress_bar, labels=labels)
-            atomic_write_json(history, out_dir / "history.json")
+            if main:
+                atomic_write_json(history, out_dir / "history.json")
     except BaseException:
-        if (locked or not out_dir.is_dir()) and not (out_dir / "checkpoint.pt").exists():
+        if main and (locked or not out_dir.is_dir()) and not (out_dir / "checkpoint.pt").exists():
             _remove_what_was_made(made, out_dir.absolute(), ours)   # nothing worth keeping: the disk as it was
         raise
     method.eval()

@@ -264,4 +264,5 @@ def retrieval_comparison(encoders: dict, queries: torch.Tensor, query_labels, da
     text = ", ".join(f"{name} {100 * share:.0f}%" for (name, _), share in zip(rows, shares))
     fig.suptitle((title + "\n" if title else "") + f"neighbours of the query's class ({over}): {text}", fontsize=9)
     fig.tight_layout()
+    fig.subplots_adjust(top=1 - 0.55 / fig.get_figheight())     # room for the two-line title above the rows
     return fig

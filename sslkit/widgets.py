@@ -20,6 +20,22 @@ from sslkit.viz import image_grid, to_display
 _FIT_LABEL = {"description_width": "initial"}
 
 
+class Explorer(W.VBox):
+    """An explorer's controls and figure. Where no widget front end is there (a hosted notebook whose
+    widget manager failed, a static page) the cell still shows the figure drawn at the start (the
+    Output widget's first draw reaches the cell's output then) and, instead of ``VBox(children=...)``,
+    this one-line note."""
+
+    NOTE = ("(Interactive controls need a widget front end, such as JupyterLab or Colab with widgets on: "
+            "the figure above shows the first setting.)")
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, tuple):
+            bundle = bundle[0]
+        return {**bundle, "text/plain": self.NOTE}
+
+
 def _slider(description: str, value: float, lo: float, hi: float, step: float = 0.05) -> W.FloatSlider:
     return W.FloatSlider(value=value, min=lo, max=hi, step=step, description=description,
                          continuous_update=False, style={"description_width": "120px"},
@@ -71,7 +87,7 @@ def augmentation_explorer(images: torch.Tensor, n_views: int = 16, cfg: AugmentC
             plt.show()
 
     _on_change(controls, draw)
-    return W.VBox([W.HBox([W.VBox(list(controls.values())[:4]), W.VBox(list(controls.values())[4:])]), out])
+    return Explorer([W.HBox([W.VBox(list(controls.values())[:4]), W.VBox(list(controls.values())[4:])]), out])
 
 
 def temperature_explorer(z1: torch.Tensor, z2: torch.Tensor, anchor: int = 0) -> W.Widget:
@@ -108,7 +124,7 @@ def temperature_explorer(z1: torch.Tensor, z2: torch.Tensor, anchor: int = 0) ->
             plt.show()
 
     _on_change({"t": slider}, draw)
-    return W.VBox([slider, out])
+    return Explorer([slider, out])
 
 
 def show(widget: W.Widget) -> None:
@@ -158,7 +174,7 @@ def rotation_explorer(method, images: torch.Tensor, labels: torch.Tensor | None 
             plt.show()
 
     _on_change(controls, draw)
-    return W.VBox([W.HBox(list(controls.values())), out])
+    return Explorer([W.HBox(list(controls.values())), out])
 
 
 def jigsaw_viewer(images: torch.Tensor, method=None, cfg=None, seed: int = 0) -> W.Widget:
@@ -223,7 +239,7 @@ def jigsaw_viewer(images: torch.Tensor, method=None, cfg=None, seed: int = 0) ->
             plt.show()
 
     _on_change(controls, draw)
-    return W.VBox([W.HBox([W.VBox(list(controls.values())[:2]), W.VBox(list(controls.values())[2:])]), out])
+    return Explorer([W.HBox([W.VBox(list(controls.values())[:2]), W.VBox(list(controls.values())[2:])]), out])
 
 
 def permutation_set_explorer(n_tiles: int = 9, max_size: int = 2000, seed: int = 0) -> W.Widget:
@@ -265,7 +281,7 @@ def permutation_set_explorer(n_tiles: int = 9, max_size: int = 2000, seed: int =
             plt.show()
 
     _on_change({"size": size}, draw)
-    return W.VBox([size, out])
+    return Explorer([size, out])
 
 
 def _synthetic_weight_path(steps: int, seed: int) -> torch.Tensor:
@@ -315,7 +331,7 @@ def ema_explorer(online: torch.Tensor | None = None, steps: int = 400, seed: int
             plt.show()
 
     _on_change({"one_minus": momentum, "cosine": schedule}, draw)
-    return W.VBox([W.HBox([momentum, schedule]), out])
+    return Explorer([W.HBox([momentum, schedule]), out])
 
 
 def mask_explorer(mae, images: torch.Tensor, n: int = 6, seed: int = 0) -> W.Widget:
@@ -352,7 +368,7 @@ def mask_explorer(mae, images: torch.Tensor, n: int = 6, seed: int = 0) -> W.Wid
             plt.show()
 
     _on_change({"r": ratio}, draw)
-    return W.VBox([ratio, out])
+    return Explorer([ratio, out])
 
 
 def queue_explorer(batch_size: int = 256) -> W.Widget:
@@ -392,4 +408,29 @@ def queue_explorer(batch_size: int = 256) -> W.Widget:
             plt.show()
 
     _on_change({"k": K, "one_minus": momentum, "b": batch}, draw)
-    return W.VBox([K, momentum, batch, out])
+    return Explorer([K, momentum, batch, out])
+
+
+def comparison_explorer(entries, data, n_points: int = 1000, cache: dict | None = None) -> W.Widget:
+    """The comparison's embeddings: choose the encoders and the projection (UMAP, t-SNE, PCA); one
+    panel per encoder, the same test images coloured by class. Projections are kept in ``cache``,
+    so going back to a choice is instant."""
+    from sslkit.compare import embedding_grid
+
+    cache = {} if cache is None else cache
+    names = [e.name for e in entries]
+    pick = W.SelectMultiple(options=names, value=tuple(names), rows=min(10, len(names)), description="encoders",
+                            style=_FIT_LABEL, layout=W.Layout(width="320px"))
+    how = W.Dropdown(options=[("UMAP", "umap"), ("t-SNE", "tsne"), ("PCA", "pca")], value="umap",
+                     description="projection", style=_FIT_LABEL, layout=W.Layout(width="240px"))
+    out = W.Output()
+
+    def draw(chosen, projection):
+        chosen_entries = [e for e in entries if e.name in chosen] or entries[:1]
+        with out:
+            out.clear_output(wait=True)
+            embedding_grid(chosen_entries, data, n_points, projection, cache=cache)
+            plt.show()
+
+    _on_change({"chosen": pick, "projection": how}, draw)
+    return Explorer([W.HBox([pick, how]), out])

@@ -158,3 +158,14 @@ def test_an_unwritable_cache_is_a_note_not_a_failure(tmp_path, monkeypatch, caps
     assert len(d.train_x) == 1437
     err = capsys.readouterr().err
     assert "could not cache the decoded dataset" in err and "not a directory" in err
+
+
+def test_as_images_like_makes_grey_digits_colour_32px():
+    from sslkit.data import as_images_like, load_dataset
+
+    d = load_dataset("digits")
+    big = as_images_like(d, 3, 32)
+    assert big.train_x.shape[1:] == (3, 32, 32) and big.train_x.dtype == torch.uint8
+    assert torch.equal(big.train_x[:, 0], big.train_x[:, 2])            # grey: the same in every channel
+    assert torch.equal(big.train_y, d.train_y) and len(big.test_x) == len(d.test_x)
+    assert abs(float(big.train_x.float().mean()) - float(d.train_x.float().mean())) < 3   # same brightness

@@ -94,3 +94,20 @@ def test_fine_tune_learns_digits_and_leaves_the_encoder_alone():
     for decay in (0.75, None):
         assert fine_tune(enc, data, steps=60, batch_size=64, layer_decay=decay) > 0.8   # chance: 0.1
     assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+
+
+def test_fine_tune_last_stage_only_leaves_the_rest_alone():
+    import copy
+
+    from sslkit.data import load_dataset
+    from sslkit.evaluate import depth_groups, fine_tune
+    from sslkit.train import RunSpec, TrainConfig, build_method
+
+    data = load_dataset("digits")
+    enc = build_method(RunSpec("simclr", "digits", train=TrainConfig(steps=1)), data).encoder
+    before = copy.deepcopy(enc.state_dict())
+    acc = fine_tune(enc, data, steps=3, batch_size=16, train_groups=1)
+    assert 0.0 <= acc <= 1.0
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items())     # the encoder passed in is untouched
+    with pytest.raises(ValueError, match="train_groups must be between 0 and"):
+        fine_tune(enc, data, steps=1, batch_size=16, train_groups=len(depth_groups(enc)) + 1)

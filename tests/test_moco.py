@@ -2,6 +2,7 @@
 
 import copy
 import math
+import re
 import subprocess
 import sys
 
@@ -81,6 +82,47 @@ def test_no_gradient_reaches_the_key_encoder_and_the_step_is_an_ema():
     assert torch.equal(m.queue[8:], queue_before[8:])
 
 
+@pytest.mark.parametrize("batch", [8, 10])     # 10: groups of 3, 3, 2, 2
+def test_split_batchnorm_keeps_each_group_to_its_own_statistics(batch):
+    """Changing one image changes the queries and keys of its BatchNorm group only (encoder and
+    head), and the keys' groups are not the queries' (they are drawn after a shuffle)."""
+    m = make_moco(bn_splits=4).train()
+    x = torch.rand(batch, 3, 16, 16)
+    y = x.clone()
+    y[0] = torch.rand(3, 16, 16)
+    group = len(x.tensor_split(4)[0])           # image 0's query group: the first rows
+    _, q_x = m.query(x)
+    _, q_y = m.query(y)
+    changed = (q_x - q_y).abs().amax(1) > 1e-6
+    assert changed[:group].all() and not changed[group:].any()
+    torch.manual_seed(0)
+    k_x = m.keys(x)
+    torch.manual_seed(0)                        # the same shuffle for both
+    k_y = m.keys(y)
+    changed = (k_x - k_y).abs().amax(1) > 1e-6
+    torch.manual_seed(0)                        # that shuffle again: the key group holding image 0
+    key_group = next(g for g in torch.randperm(batch).tensor_split(4) if 0 in g)
+    assert set(changed.nonzero().flatten().tolist()) == set(key_group.tolist())
+    assert set(key_group.tolist()) != set(range(group))       # not the query's group
+    m.eval()                                   # evaluation: running statistics, no groups
+    assert torch.allclose(m.query(x)[1][1:], m.query(y)[1][1:])
+
+
+@pytest.mark.parametrize("setting,message", [
+    ({"queue_size": 0}, "queue_size must be a whole number of at least 1"),
+    ({"queue_size": 4.5}, "queue_size must be a whole number of at least 1"),
+    ({"momentum": 1.5}, "momentum must be in [0, 1]"),
+    ({"momentum": float("nan")}, "momentum must be in [0, 1]"),
+    ({"momentum": "abc"}, "momentum must be in [0, 1]"),
+    ({"temperature": 0}, "temperature must be positive"),
+    ({"temperature": float("nan")}, "temperature must be positive"),
+    ({"bn_splits": 2.5}, "bn_splits must be a whole number of at least 1"),
+])
+def test_config_rejects_bad_settings(setting, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MoCoConfig(**setting)
+
+
 def test_a_forward_pass_outside_training_leaves_the_queue_alone():
     m = make_moco().eval()
     before = m.queue.clone()
@@ -138,6 +180,7 @@ def test_loss_falls_on_a_small_batch():
     (["--config", "queue_size=0"], "queue_size must be a whole number of at least 1"),
     (["--config", "momentum=1.5"], "momentum must be in [0, 1]"),
     (["--temperature", "0"], "temperature must be positive"),
+    (["--temperature", "nan"], "temperature must be positive"),
 ])
 def test_cli_rejects_bad_settings_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "run"

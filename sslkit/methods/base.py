@@ -35,6 +35,7 @@ class SSLMethod(nn.Module):
     """
 
     encoder: Encoder
+    sync_batchnorm: bool = True     # with DDP, BatchNorm statistics over the global batch (sslkit.distributed)
 
     def forward(self, images: torch.Tensor) -> MethodOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from sslkit.augment import AugmentConfig, simclr_augment
 from sslkit.backbones import Encoder
+from sslkit.distributed import all_gather_no_grad
 from sslkit.losses import info_nce
 from sslkit.methods.base import MethodOutput, SSLMethod
 from sslkit.methods.ema import ema_update
@@ -47,24 +48,39 @@ class MoCoConfig:
     # its content (the paper, sec. 3.3). The paper shuffles the keys across GPUs; with one device
     # we do what the authors' CIFAR-10 demo does: split each batch into bn_splits groups that get
     # their own statistics, the keys' groups drawn after a random shuffle, so a key never shares
-    # its group's statistics with exactly its query's group. 1 switches it off.
+    # its group's statistics with exactly its query's group. 1 switches it off. One cost: BatchNorm's
+    # running statistics (used at evaluation) take one update per group, so they average over the
+    # last ~10 groups rather than the last ~10 batches.
     bn_splits: int = 4
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
-        if isinstance(self.queue_size, bool) or not isinstance(self.queue_size, int) or self.queue_size < 1:
-            raise ValueError(f"queue_size must be a whole number of at least 1, got {self.queue_size}.")
-        if not 0.0 <= self.momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {self.momentum}.")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}.")
-        if self.bn_splits < 1:
-            raise ValueError(f"bn_splits must be at least 1, got {self.bn_splits}.")
+        if not _whole(self.queue_size) or self.queue_size < 1:
+            raise ValueError(f"queue_size must be a whole number of at least 1, got {self.queue_size!r}.")
+        # written "not a <= x" so that NaN (which compares False with everything) is refused too
+        if not _real(self.momentum) or not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {self.momentum!r}.")
+        if not _real(self.temperature) or not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature!r}.")
+        if not _whole(self.bn_splits) or self.bn_splits < 1:
+            raise ValueError(f"bn_splits must be a whole number of at least 1, got {self.bn_splits!r}.")
+
+
+def _whole(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _real(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 class MoCo(SSLMethod):
+    # With DDP (sslkit.distributed) BatchNorm stays per process: synced statistics would be over
+    # the same images for queries and keys, the leak that the split BatchNorm above prevents.
+    sync_batchnorm = False
+
     def __init__(self, encoder: Encoder, cfg: MoCoConfig | None = None):
         super().__init__()
         self.cfg = c = cfg or MoCoConfig()
@@ -83,14 +99,19 @@ class MoCo(SSLMethod):
         return torch.cat([simclr_augment(images, self.cfg.augment), simclr_augment(images, self.cfg.augment)])
 
     def _splits(self, n: int) -> int:
-        """Groups for the split BatchNorm: bn_splits when each keeps at least 2 samples, else 1."""
-        return self.cfg.bn_splits if self.training and n % self.cfg.bn_splits == 0 and n // self.cfg.bn_splits >= 2 else 1
+        """Groups for the split BatchNorm while training: bn_splits, fewer when the batch is too
+        small for two samples a group (BatchNorm needs two). Sizes may differ by one (tensor_split),
+        so a batch size that bn_splits does not divide keeps its split. In eval mode BatchNorm uses
+        its running statistics and a split changes nothing: 1."""
+        return max(1, min(self.cfg.bn_splits, n // 2)) if self.training else 1
 
     def query(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, H, W) -> encoder features h (B, D) and normalised queries q (B, projection_dim)."""
-        s = self._splits(len(x))
-        h = torch.cat([self.encoder(part) for part in x.chunk(s)]) if s > 1 else self.encoder(x)
-        return h, F.normalize(self.projector(h), dim=1)
+        """(B, C, H, W) -> encoder features h (B, D) and normalised queries q (B, projection_dim).
+        Encoder and head run group by group, so every BatchNorm (the head has one too) sees one
+        group, as it would see one GPU's share of the batch in the paper."""
+        h = [self.encoder(part) for part in x.tensor_split(self._splits(len(x)))]
+        z = [self.projector(part) for part in h]
+        return torch.cat(h), F.normalize(torch.cat(z), dim=1)
 
     @torch.no_grad()
     def keys(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +121,7 @@ class MoCo(SSLMethod):
         if s == 1:
             return F.normalize(self.key_projector(self.key_encoder(x)), dim=1)
         order = torch.randperm(len(x), device=x.device)
-        k = torch.cat([self.key_projector(self.key_encoder(part)) for part in x[order].chunk(s)])
+        k = torch.cat([self.key_projector(self.key_encoder(part)) for part in x[order].tensor_split(s)])
         return F.normalize(k[order.argsort()], dim=1)
 
     def forward(self, images: torch.Tensor) -> MethodOutput:
@@ -112,8 +133,8 @@ class MoCo(SSLMethod):
         h, q = self.query(v[:B])
         k = self.keys(v[B:])
         loss = info_nce(q, k, self.queue.clone(), self.cfg.temperature)
-        if self.training:
-            self._pending = k.detach().float()
+        if self.training:   # with DDP, every process's keys, in rank order, so that the queues stay equal
+            self._pending = all_gather_no_grad(k.detach().float())
         return MethodOutput(loss, features=h.detach(), extras={"queries": q.detach(), "keys": k})
 
     @torch.no_grad()

@@ -1,0 +1,41 @@
+"""Keep the notebooks that nbval executes: with ``SSLKIT_EXECUTED=DIR`` set (``make test`` sets it),
+every notebook run through nbval is written to DIR with the outputs it produced, so ``make site``
+builds the course website from them instead of running the notebooks a second time."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+
+_executed: dict = {}      # notebook path -> the nbval file node whose cells ran
+
+
+def pytest_runtest_makereport(item, call):
+    if call.when != "call" or not os.environ.get("SSLKIT_EXECUTED"):
+        return
+    cell, outputs = getattr(item, "cell", None), getattr(item, "test_outputs", None)
+    if cell is None or outputs is None:       # not an nbval cell, or one that did not run
+        return
+    cell.outputs = [nbformat.from_dict(dict(o)) for o in outputs]
+    cell.execution_count = item.cell_num + 1
+    _executed[str(item.parent.fspath)] = item.parent
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = os.environ.get("SSLKIT_EXECUTED")
+    if not out or not _executed:
+        return
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for path, node in _executed.items():
+        target = Path(out) / Path(path).name
+        tmp = target.with_name(f".{target.name}.tmp")
+        for cell in node.nb.cells:             # nbval's outputs lack fields nbformat asks for
+            for o in cell.get("outputs", []):
+                if o.output_type in ("display_data", "execute_result"):
+                    o.setdefault("metadata", {})
+                if o.output_type == "execute_result":
+                    o.setdefault("execution_count", cell.execution_count)
+        nbformat.write(node.nb, tmp)
+        tmp.replace(target)
