@@ -18,6 +18,7 @@ import contextlib
 import copy
 import json
 import math
+import numbers
 import os
 import shutil
 import time
@@ -90,7 +91,7 @@ def _check_number(name: str, value, *, whole: bool = False, low: float | None = 
     if value is None and optional:
         return
     kind = "a whole number" if whole else "a number"
-    is_number = isinstance(value, int) if whole else isinstance(value, (int, float))
+    is_number = isinstance(value, numbers.Integral if whole else numbers.Real)   # numpy's numbers too
     if isinstance(value, bool) or not is_number:
         raise ValueError(f"{name} must be {kind}, got {value!r}.")
     if not math.isfinite(value):
