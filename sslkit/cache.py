@@ -12,6 +12,7 @@ on a file lock instead of training it twice.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -29,18 +30,75 @@ def cache_root() -> Path:
     return Path(os.environ.get("SSLKIT_CACHE", Path.home() / ".cache" / "sslkit")).expanduser()
 
 
+class WriteError(OSError):
+    """A file could not be written. Its message is one sentence naming the file and the operating
+    system's reason (disk full, permission denied, read-only, a path under a file)."""
+
+    def __init__(self, path: str | Path, err: OSError, kept: str = ""):
+        self.path, self.cause = Path(path), err
+        self.reason = reason = (err.strerror or str(err)).lower()
+        remedy = ("free some space on that disk or write elsewhere" if err.errno in (errno.ENOSPC, errno.EDQUOT)
+                  else "choose a folder you can write to")
+        super().__init__(f"could not write {path} ({reason}){kept}: {remedy}, then run again.")
+        self.errno = err.errno
+
+
+class _RecordingFile:
+    """A file whose write errors are remembered: ``torch.save`` reports a failed write as its own
+    internal RuntimeError ("unexpected pos ..."), and the OSError behind it is what a user needs."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
 def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write through ``write(f)`` to a temporary file beside ``path``, fsync it, then rename it over
+    ``path``: a crash at any moment leaves either the old file or the new one, and a failure
+    (disk full, ...) removes the temporary file and raises :class:`WriteError`."""
     try:
-        with os.fdopen(fd, "wb") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise WriteError(path, err) from None
+    f = None
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            f = _RecordingFile(raw)
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            raw.flush()
+            os.fsync(raw.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        cause = err if isinstance(err, OSError) else (f.error if f is not None else None)
+        if cause is not None and not isinstance(cause, WriteError):
+            raise WriteError(path, cause) from None
         raise
+    try:  # make the rename itself durable (a power cut right after it keeps the new file)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder; the rename is still atomic
+
+
+def remove_stale_temp_files(folder: str | Path) -> None:
+    """Delete the temporary files that a process killed in the middle of an atomic write left in
+    ``folder`` (call it only while holding the folder's lock, so no write is in progress)."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:

@@ -89,6 +89,8 @@ def cmd_pretrain(args) -> int:
         train_kw["batch_size"] = args.batch_size
     if args.lr is not None:
         train_kw["lr"] = args.lr
+    if args.checkpoint_every is not None:
+        train_kw["checkpoint_every"] = args.checkpoint_every
     spec = RunSpec(method=args.method, dataset=args.dataset, backbone=args.backbone or profile.backbone_for(args.method),
                    method_config=method_config, train=TrainConfig(**train_kw))
     out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{Path(args.dataset).name}-{config_key(spec.to_dict())}"
@@ -289,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--minutes", type=float, help="a wall-clock training budget instead of epochs or steps")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
+    t.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="steps between checkpoints (default: the profile's; always one at the end)")
     t.add_argument("--temperature", type=float, help="the contrastive temperature (SimCLR, MoCo)")
     t.add_argument("--config", action="append", metavar="KEY=VALUE",
                    help="a method setting, e.g. --config augment.jitter_strength=1.0 (repeatable)")
@@ -355,6 +359,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(err: BaseException) -> str:
+    """The error as one sentence; an operating-system error the kit did not word itself (a folder
+    it cannot read, say) names the file and the reason instead of Python's "[Errno 13] ..."."""
+    if isinstance(err, OSError) and err.strerror and err.filename:
+        message = f"{err.filename}: {err.strerror.lower()}; check that path and its permissions, then run again."
+    else:
+        message = str(err) or type(err).__name__
+    return re.sub(r"\s+", " ", message).strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     from sslkit.data import DatasetNotFound
     from sslkit.train import TrainingDiverged
@@ -362,9 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, DatasetNotFound, FileNotFoundError, TrainingDiverged, RuntimeError) as err:
-        message = re.sub(r"\s+", " ", str(err)).strip()
-        print(f"sslkit: error: {message}", file=sys.stderr)
+    except (ValueError, DatasetNotFound, FileNotFoundError, TrainingDiverged, RuntimeError, OSError) as err:
+        print(f"sslkit: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sslkit: interrupted; an unfinished run resumes when the same command is run again.", file=sys.stderr)

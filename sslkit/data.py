@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sslkit.cache import atomic_save, cache_root
+from sslkit.cache import WriteError, atomic_save, cache_root
 
 _CACHE_FORMAT = 2   # bump when what is cached changes, so stale entries are not read
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -244,10 +245,17 @@ def _cached(key: str, signature: str, load, use_cache: bool) -> ImageData:
     slug = Path(key).name if key.startswith("folder-") else key
     path = cache_root() / "datasets" / f"{slug}-{digest}.pt"
     if use_cache and path.exists():
-        return ImageData(**torch.load(path, weights_only=True))
+        try:
+            return ImageData(**torch.load(path, weights_only=True))
+        except Exception:  # noqa: BLE001 -- a damaged cache entry (zip, pickle or field errors) is decoded again
+            print(f"sslkit: note: the cached copy {path} is damaged; decoding the dataset again.", file=sys.stderr)
     data = load()
     if use_cache:
-        atomic_save(vars(data), path)
+        try:
+            atomic_save(vars(data), path)
+        except WriteError as err:    # the cache only saves time: go on without it
+            print(f"sslkit: note: could not cache the decoded dataset at {path} ({err.reason}); going on without "
+                  "the cache (point $SSLKIT_CACHE at a folder you can write to).", file=sys.stderr)
     return data
 
 
@@ -336,13 +344,17 @@ _LOADERS = {
 # ----------------------------------------------------------------------------- image folders
 
 def _image_files(split_dir: Path) -> tuple[list[Path], list[int], list[str]]:
-    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
+    # hidden folders are no class: Jupyter's .ipynb_checkpoints, macOS's .DS_Store companions
+    classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     files, labels = [], []
     for label, cls in enumerate(classes):
-        for f in sorted((split_dir / cls).iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
-                files.append(f)
-                labels.append(label)
+        found = [f for f in sorted((split_dir / cls).iterdir())
+                 if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()]
+        if not found:
+            raise ValueError(f"the class folder {split_dir / cls} holds no images "
+                             f"({', '.join(sorted(IMAGE_SUFFIXES))}): add images to it or remove it.")
+        files += found
+        labels += [label] * len(found)
     return files, labels, classes
 
 
@@ -352,24 +364,43 @@ def _folder_signature(folder: Path) -> str:
     for split in ("train", "test"):
         d = folder / split
         if d.is_dir():
-            parts += [f"{c.name}:{c.stat().st_mtime_ns}" for c in sorted(d.iterdir()) if c.is_dir()]
+            parts += [f"{c.name}:{c.stat().st_mtime_ns}" for c in sorted(d.iterdir())
+                      if c.is_dir() and not c.name.startswith(".")]
     return "|".join(parts)
 
 
 def _decode(files: list[Path]) -> torch.Tensor:
+    """Decode every file to RGB uint8 ``(N, 3, H, W)``; grey, palette and RGBA images are
+    converted, so a folder of mixed grey and colour images loads as one shape.
+
+    A file that cannot be decoded (not an image, truncated, unreadable) is refused, naming it,
+    rather than skipped: a dataset silently smaller than the folder would be a worse surprise.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     from PIL import Image
 
-    def read(f: Path) -> np.ndarray:
-        with Image.open(f) as im:
-            return np.asarray(im.convert("RGB"))
+    def read(f: Path) -> np.ndarray | str:
+        try:
+            with Image.open(f) as im:
+                return np.asarray(im.convert("RGB"))
+        except Exception as err:  # noqa: BLE001 -- Pillow's decoders raise many types; the reason is what matters
+            return f"{f} ({str(err) or type(err).__name__})"
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL releases the GIL
         arrays = list(pool.map(read, files, chunksize=256))
-    shapes = {a.shape for a in arrays}
-    if len(shapes) != 1:
-        raise ValueError(f"the images have different sizes {sorted(shapes)[:3]}: resize them to one size first.")
+    bad = [a for a in arrays if isinstance(a, str)]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise ValueError(f"{len(bad)} of the {len(files)} image files cannot be read as images: "
+                         f"{'; '.join(bad[:3])}{more}; delete or replace them and run again.")
+    by_shape: dict[tuple, Path] = {}
+    for f, a in zip(files, arrays):
+        by_shape.setdefault(a.shape[:2], f)
+    if len(by_shape) != 1:
+        examples = ", ".join(f"{f} is {w}x{h}" for (h, w), f in list(by_shape.items())[:2])
+        raise ValueError(f"the images have {len(by_shape)} different sizes ({examples}): "
+                         "resize them to one size first.")
     return _as_nchw(np.stack(arrays))
 
 
@@ -385,7 +416,14 @@ def _load_folder(folder: Path) -> ImageData:
         tfiles, tlabels, tclasses = _image_files(folder / "test")
         if tclasses != classes:
             raise ValueError(f"{folder}/test has classes {tclasses}, not the train classes {classes}.")
-        return ImageData(folder.name, x, y, _decode(tfiles), torch.tensor(tlabels), classes)
+        tx = _decode(tfiles)
+        if tx.shape[1:] != x.shape[1:]:
+            raise ValueError(f"the test images are {tx.shape[3]}x{tx.shape[2]} but the train images "
+                             f"{x.shape[3]}x{x.shape[2]}: resize them to one size first.")
+        return ImageData(folder.name, x, y, tx, torch.tensor(tlabels), classes)
+    if min(torch.bincount(y).tolist()) < 2:   # the seeded split keeps one image per class for the test
+        raise ValueError(f"{train_dir} needs at least 2 images in every class folder to split off a test set: "
+                         f"add images, or give a test/<class>/ folder.")
     test = _stratified(y, len(y) // 5, torch.Generator().manual_seed(0))
     train = torch.ones(len(y), dtype=torch.bool)
     train[test] = False

@@ -15,9 +15,12 @@ re-run notebook is fast and two processes asking for the same run train it once.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
+import numbers
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,7 +32,8 @@ from tqdm.auto import tqdm
 
 from sslkit import distributed
 from sslkit.backbones import build_encoder
-from sslkit.cache import atomic_save, atomic_write_json, file_lock, run_dir_for
+from sslkit.cache import (WriteError, atomic_save, atomic_write_json, file_lock, remove_stale_temp_files,
+                          run_dir_for)
 from sslkit.data import DATASETS, ImageData, load_dataset
 from sslkit.methods import METHODS, SSLMethod
 
@@ -63,12 +67,54 @@ class TrainConfig:
         budgets = [b for b in (self.epochs, self.minutes, self.steps) if b is not None]
         if len(budgets) != 1:
             raise ValueError("give exactly one of epochs, steps or minutes for the training budget.")
+        for name in ("epochs", "minutes"):
+            _check_number(f"the training budget ({name})", getattr(self, name), optional=True)
+        _check_number("the training budget (steps)", self.steps, whole=True, optional=True)
         if budgets[0] <= 0:
             raise ValueError("the training budget (epochs, steps or minutes) must be positive.")
+        _check_number("batch size", self.batch_size, whole=True)
         if self.batch_size < 2:
             raise ValueError(f"batch size must be at least 2, got {self.batch_size}.")
+        _check_number("learning rate", self.lr)
         if self.lr <= 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}.")
+        _check_number("weight decay", self.weight_decay, low=0.0)
+        _check_number("warmup (a fraction of the run)", self.warmup, low=0.0, high=1.0)
+        _check_number("seed", self.seed, whole=True, low=0)
+        _check_number("checkpoint_every", self.checkpoint_every, whole=True, low=1)
+        _check_number("log_every", self.log_every, whole=True, low=1)
+
+
+def _check_number(name: str, value, *, whole: bool = False, low: float | None = None,
+                  high: float | None = None, optional: bool = False) -> None:
+    """Refuse a setting that is not a finite number (a whole one with ``whole``) in [low, high]."""
+    if value is None and optional:
+        return
+    kind = "a whole number" if whole else "a number"
+    is_number = isinstance(value, numbers.Integral if whole else numbers.Real)   # numpy's numbers too
+    if isinstance(value, bool) or not is_number:
+        raise ValueError(f"{name} must be {kind}, got {value!r}.")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}.")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be {bounds}, got {value}.")
+
+
+def _check_setting_types(method: str, given: dict, defaults: dict, prefix: str = "") -> None:
+    """Every method setting must have the type of its default, and numbers must be finite
+    (a ``--config temperature=nan`` would otherwise train to a NaN loss, or fail deep inside)."""
+    for key, value in given.items():
+        if key not in defaults:
+            continue                      # unknown keys get their own message from the dataclass
+        default, name = defaults[key], f"{prefix}{key}"
+        if isinstance(default, dict) and isinstance(value, dict):
+            _check_setting_types(method, value, default, f"{name}.")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"the {method} setting '{name}' must be true or false, got {value!r}.")
+        elif isinstance(default, (int, float)):
+            _check_number(f"the {method} setting '{name}'", value, whole=isinstance(default, int))
 
 
 @dataclass
@@ -95,6 +141,12 @@ class RunSpec:
         unknown = sorted(set(self.method_config) - known)
         if unknown:
             raise ValueError(f"unknown setting '{unknown[0]}' for {self.method}: use one of {', '.join(sorted(known))}.")
+        try:
+            defaults = asdict(cfg_cls())
+        except (TypeError, ValueError):  # a config without defaults for everything: nothing to compare with
+            defaults = {}
+        _check_setting_types(self.method, self.method_config, defaults)
+        _check_number("n_train (the size of the training subset)", self.n_train, whole=True, low=1, optional=True)
         try:
             self.method_config = asdict(cfg_cls(**self.method_config))
         except TypeError as err:   # an unknown key inside a nested setting (augment.foo=1)
@@ -210,6 +262,38 @@ def load_weights(method: SSLMethod, state: dict, path: Path) -> None:
                            f"({detail}): delete {path.parent} (or clear $SSLKIT_CACHE) and train again.") from None
 
 
+_CHECKPOINT_KEYS = ("model", "optimizer", "rng", "order_rng", "step", "epoch", "pos", "elapsed", "perm", "history",
+                    "finished")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """``torch.load`` a run's checkpoint, or one clear error naming it when it is damaged
+    (truncated by a full disk, half copied, not a checkpoint at all)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        missing = [k for k in _CHECKPOINT_KEYS if k not in ckpt]
+    except OSError:
+        raise                         # permission denied and the like: the command line names the file
+    except Exception as err:  # noqa: BLE001 -- a damaged zip or pickle fails in many ways; the file is what matters
+        reason = str(err).splitlines()[0].strip().rstrip(".") if str(err) else type(err).__name__
+        raise RuntimeError(f"the checkpoint {path} is damaged and cannot be read ({reason}): delete it to train "
+                           "the run again from the start, or delete the whole run folder.") from None
+    if missing:
+        raise RuntimeError(f"the checkpoint {path} is not one sslkit writes (it has no '{missing[0]}'): delete it "
+                           "to train the run again from the start, or delete the whole run folder.")
+    return ckpt
+
+
+def check_fits(cfg: TrainConfig, n: int, world: int = 1) -> None:
+    """Refuse a batch larger than the dataset (every step takes a full batch; with DDP a global
+    batch of ``world`` times the batch size)."""
+    B = cfg.batch_size
+    if n < B * world:
+        raise ValueError(f"batch size {B} is larger than the {n} training images: use --batch-size {n} or less."
+                         if world == 1 else f"a global batch of {world} x {B} images is larger than the "
+                         f"{n} training images: use --batch-size {n // world} or less.")
+
+
 def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: str | torch.device = "auto",
           checkpoint_path: Path | None = None,
           callbacks: Sequence[Callable[[dict], None]] = (), progress_bar: bool = True,
@@ -233,10 +317,7 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
     # in the same order on every process, and process r trains on its r-th share of it
     ctx = distributed.context()
     GB = B * ctx.world
-    if n < GB:
-        raise ValueError(f"batch size {B} is larger than the {n} training images: use --batch-size {n} or less."
-                         if ctx.world == 1 else f"a global batch of {ctx.world} x {B} images is larger than the "
-                         f"{n} training images: use --batch-size {n // ctx.world} or less.")
+    check_fits(cfg, n, ctx.world)
     steps_per_epoch = n // GB                       # drop the last partial batch: contrastive losses want full ones
     total_steps = cfg.steps or (None if cfg.epochs is None else max(1, round(cfg.epochs * steps_per_epoch)))
     budget_s = None if cfg.minutes is None else cfg.minutes * 60
@@ -255,16 +336,25 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
     torch.manual_seed(cfg.seed + ctx.rank)        # augmentation draws: each process its own
     order_gen = torch.Generator().manual_seed(cfg.seed)   # data order, separate from augmentation draws
     state = {"step": 0, "epoch": 0, "pos": 0, "elapsed": 0.0, "perm": None, "history": [], "finished": False}
+    last_good_step = None                          # the step of the checkpoint on disk, if any
     if checkpoint_path is not None and checkpoint_path.exists():
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(checkpoint_path)
         load_weights(method, ckpt["model"], checkpoint_path)
         opt.load_state_dict(ckpt["optimizer"])
         ranks = ckpt.get("rng_ranks") or []
         _set_rng_state(ranks[ctx.rank] if len(ranks) == ctx.world else ckpt["rng"], device)
         order_gen.set_state(ckpt["order_rng"])
         state.update({k: ckpt[k] for k in state})
+        last_good_step = state["step"]
         if state["finished"]:
             return state["history"]
+
+    def kept() -> str:
+        if checkpoint_path is None:
+            return "no checkpoint is written without a run folder"
+        if last_good_step is None:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint (step {last_good_step}) is kept at {checkpoint_path}"
 
     def save(finished: bool = False) -> None:
         if checkpoint_path is None:
@@ -272,10 +362,13 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
         rng_ranks = distributed.gather_objects(_rng_state(device))      # every process's, for an exact resume
         if not ctx.is_main:                                               # rank 0 alone writes
             return
-        atomic_save({**state, "finished": finished, "model": method.state_dict(), "optimizer": opt.state_dict(),
-                     "rng": rng_ranks[0], "order_rng": order_gen.get_state(),
-                     **({"rng_ranks": rng_ranks} if ctx.world > 1 else {})},
-                    checkpoint_path)
+        try:
+            atomic_save({**state, "finished": finished, "model": method.state_dict(), "optimizer": opt.state_dict(),
+                         "rng": rng_ranks[0], "order_rng": order_gen.get_state(),
+                         **({"rng_ranks": rng_ranks} if ctx.world > 1 else {})},
+                        checkpoint_path)
+        except WriteError as err:     # say what is left, so the user knows a re-run resumes from there
+            raise WriteError(checkpoint_path, err.cause, kept=f"; {kept()}") from None
 
     def progress() -> float:
         if budget_s is not None:
@@ -288,7 +381,6 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
     method.train()
     loss_sum = torch.zeros((), device=device)
     window_steps, window_start = 0, time.perf_counter()
-    last_good_step = state["step"]
     t_prev = time.perf_counter()
     try:
         while progress() < 1.0:
@@ -325,9 +417,8 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
                 mean_loss = float(distributed.mean_over_processes(loss_sum)) / window_steps
                 if not math.isfinite(mean_loss):
                     raise TrainingDiverged(
-                        f"the loss became {mean_loss} by step {state['step']}; the last good checkpoint "
-                        f"(step {last_good_step}) is kept{'' if checkpoint_path is None else f' at {checkpoint_path}'}: "
-                        f"lower the learning rate (now {cfg.lr}) and try again.")
+                        f"the loss became {mean_loss} by step {state['step']}; {kept()}: "
+                        f"lower the learning rate (now {cfg.lr}) and train again in a new run folder.")
                 dt = now - window_start
                 row = {"step": state["step"], "epoch": state["epoch"] + state["pos"] / n,
                        "loss": mean_loss, "lr": lr, "images_per_s": window_steps * GB / max(dt, 1e-9),
@@ -362,6 +453,58 @@ def _check_same_spec(out_dir: Path, spec: RunSpec) -> None:
                              "or delete that folder.")
 
 
+def _dry_run(method: SSLMethod, images: torch.Tensor, labels: torch.Tensor | None, device: torch.device) -> None:
+    """One forward pass of a copy of ``method`` on a few images, so that a method, backbone and
+    image shape that do not fit together fail now, before the run folder is made, not at step 1."""
+    x = images[: min(len(images), 4)].to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
+    trial = copy.deepcopy(method).to(device, memory_format=torch.channels_last).train()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            trial(x) if labels is None else trial(x, labels=labels[: len(x)].to(device))
+    except ValueError:
+        raise                                           # the methods' own messages are already clear
+    except RuntimeError as err:                         # a shape mismatch deep in torch
+        detail = str(err).splitlines()[0].strip().rstrip(".")
+        C, H, W = images.shape[1:]
+        square = "" if H == W else " (they are not square: most methods want square images)"
+        raise ValueError(f"{type(method).__name__} with this backbone cannot train on {C}x{H}x{W} images"
+                         f"{square}: {detail}.") from None
+    finally:
+        del trial
+
+
+def checkpoint_bytes(method: SSLMethod, n_images: int) -> int:
+    """About the size of one checkpoint: weights and buffers, AdamW's two moments of every trained
+    weight, the data order, and a margin for the history and the file format."""
+    tensors = {t.data_ptr(): t.numel() * t.element_size() for t in method.state_dict().values()}
+    trained = sum(p.numel() * p.element_size() for p in method.parameters() if p.requires_grad)
+    return sum(tensors.values()) + 2 * trained + 8 * n_images + 256 * 1024
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def check_writable(out_dir: Path, need_bytes: int) -> None:
+    """Refuse, before anything is written, a run folder that cannot be made or written into, or
+    one on a disk without room for a checkpoint."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"the run folder {out_dir} is a file, not a folder: choose another --out.")
+    base = _nearest_existing(out_dir.absolute())
+    if not base.is_dir():
+        raise ValueError(f"cannot make the run folder {out_dir}: {base} is a file, not a folder; choose another --out.")
+    if not os.access(base, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(base).f_flag & os.ST_RDONLY)
+        reason = "is on a read-only file system" if read_only else "is not writable (permission denied)"
+        raise ValueError(f"cannot write the run folder {out_dir}: {base} {reason}; choose another --out.")
+    free = shutil.disk_usage(base).free
+    if free < need_bytes:
+        raise ValueError(f"the disk holding {base} has {free / 1e6:.1f} MB free but a checkpoint of this run needs "
+                         f"about {need_bytes / 1e6:.1f} MB: free some space or choose another --out.")
+
+
 def pretrain(spec: RunSpec, out_dir: str | Path | None = None, *, data_root: str | Path | None = None,
              device: str = "auto", callbacks: Sequence[Callable[[dict], None]] = (),
              progress_bar: bool = True, data: ImageData | None = None) -> Run:
@@ -377,22 +520,48 @@ def pretrain(spec: RunSpec, out_dir: str | Path | None = None, *, data_root: str
     """
     data = data if data is not None else load_data(spec, data_root)
     device = resolve_device(device)
-    method = build_method(spec, data)                  # validates everything before a file is written
+    # everything that can be checked is checked before a file is written: a failure before the
+    # first step leaves no trace on disk
+    method = build_method(spec, data)
+    supervised = getattr(method, "uses_labels", False)          # labels: the train split, never the unlabeled one
+    images, labels = (data.train_x, data.train_y) if supervised else (data.pretrain_x, None)
+    check_fits(spec.train, len(images), distributed.context().world)
+    _dry_run(method, images, labels, device)
     out_dir = Path(out_dir) if out_dir is not None else run_dir_for(spec.to_dict())
     _check_same_spec(out_dir, spec)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    main = distributed.context().is_main               # with DDP, rank 0 alone locks and writes
-    with file_lock(out_dir / ".lock") if main else contextlib.nullcontext():   # a second process waits, then loads the result
-        if main:
-            atomic_write_json(spec.to_dict(), out_dir / "config.json")
-        supervised = getattr(method, "uses_labels", False)      # labels: the train split, never the unlabeled one
-        history = train(method, data.train_x if supervised else data.pretrain_x, spec.train, device=device,
-                        checkpoint_path=out_dir / "checkpoint.pt", callbacks=callbacks, progress_bar=progress_bar,
-                        labels=data.train_y if supervised else None)
-        if main:
-            atomic_write_json(history, out_dir / "history.json")
+    check_writable(out_dir, checkpoint_bytes(method, len(images)))
+    main = distributed.context().is_main               # with DDP, rank 0 alone locks, writes and cleans up
+    made = _nearest_existing(out_dir.absolute())        # what exists now; anything below it is ours to remove
+    ours = [f for f in (out_dir / "config.json", out_dir / ".lock") if not f.exists()]
+    locked = False                                      # a process waiting for the lock undoes nothing
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with file_lock(out_dir / ".lock") if main else contextlib.nullcontext():   # a second process waits, then loads the result
+            locked = main
+            if main:
+                remove_stale_temp_files(out_dir)        # left by a process killed while writing
+                atomic_write_json(spec.to_dict(), out_dir / "config.json")
+            history = train(method, images, spec.train, device=device, checkpoint_path=out_dir / "checkpoint.pt",
+                            callbacks=callbacks, progress_bar=progress_bar, labels=labels)
+            if main:
+                atomic_write_json(history, out_dir / "history.json")
+    except BaseException:
+        if main and (locked or not out_dir.is_dir()) and not (out_dir / "checkpoint.pt").exists():
+            _remove_what_was_made(made, out_dir.absolute(), ours)   # nothing worth keeping: the disk as it was
+        raise
     method.eval()
     return Run(spec, method, history, data, out_dir)
+
+
+def _remove_what_was_made(existing: Path, out_dir: Path, files: list[Path]) -> None:
+    """Undo a run folder's creation: the files this call wrote and the folders it made."""
+    for f in files:
+        f.unlink(missing_ok=True)
+    if existing != out_dir:
+        top = out_dir
+        while top.parent != existing:
+            top = top.parent
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def load_run(run_dir: str | Path, *, data_root: str | Path | None = None, device: str = "cpu",
@@ -405,7 +574,7 @@ def load_run(run_dir: str | Path, *, data_root: str | Path | None = None, device
     spec = RunSpec(**json.loads((run_dir / "config.json").read_text()))
     data = data if data is not None else load_data(spec, data_root)
     method = build_method(spec, data)
-    ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(run_dir / "checkpoint.pt")
     if not ckpt["finished"]:
         raise RuntimeError(f"the run in {run_dir} has not finished (step {ckpt['step']}): "
                            "run the same `pretrain` command again to resume it.")

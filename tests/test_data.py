@@ -115,6 +115,51 @@ def test_real_cifar10_jpeg_folder(shared_data, tmp_path):
     assert d.train_x.shape == (10000, 3, 32, 32) and len(d.classes) == 10 and d.classes[0] == "airplane"
 
 
+def test_grey_colour_palette_and_rgba_files_load_as_one_shape(tmp_path):
+    folder = make_folder(tmp_path / "imgs", with_test=False)
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (10, 12), dtype=np.uint8)).save(folder / "train" / "cat" / "grey.png")
+    Image.fromarray(rng.integers(0, 255, (10, 12, 4), dtype=np.uint8)).save(folder / "train" / "dog" / "rgba.png")
+    Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).convert("P").save(folder / "train" / "fox" / "p.gif")
+    d = load_dataset(str(folder), use_cache=False)
+    assert len(d.train_x) + len(d.test_x) == 21 and d.train_x.shape[1:] == (3, 10, 12)
+
+
+def test_hidden_folders_and_non_image_files_are_ignored(tmp_path):
+    folder = make_folder(tmp_path / "imgs")
+    (folder / "train" / ".ipynb_checkpoints").mkdir()
+    (folder / "train" / "cat" / "README.txt").write_text("about the cats")
+    d = load_dataset(str(folder))
+    assert d.classes == ["cat", "dog", "fox"] and len(d.train_x) == 18
+
+
+def test_unreadable_images_are_refused_naming_each(tmp_path):
+    folder = make_folder(tmp_path / "imgs")
+    for i in range(5):
+        (folder / "train" / "dog" / f"bad{i}.jpg").write_bytes(b"\xff\xd8\xff" + bytes(20))
+    with pytest.raises(ValueError, match=r"5 of the 23 image files cannot be read as images: .*bad0\.jpg.* and 2 more"):
+        load_dataset(str(folder))
+    assert not list((tmp_path / "cache").glob("datasets/*"))
+
+
+def test_a_damaged_dataset_cache_is_decoded_again(tmp_path, capsys):
+    load_dataset("digits")
+    (cached,) = (tmp_path / "cache" / "datasets").glob("digits-*.pt")
+    cached.write_bytes(cached.read_bytes()[:100])
+    d = load_dataset("digits")
+    assert len(d.train_x) == 1437 and "is damaged; decoding the dataset again" in capsys.readouterr().err
+    assert len(ImageData(**torch.load(cached, weights_only=True)).train_x) == 1437   # and rewritten whole
+
+
+def test_an_unwritable_cache_is_a_note_not_a_failure(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("SSLKIT_CACHE", str(tmp_path / "a-file" / "cache"))
+    d = load_dataset("digits")
+    assert len(d.train_x) == 1437
+    err = capsys.readouterr().err
+    assert "could not cache the decoded dataset" in err and "not a directory" in err
+
+
 def test_as_images_like_makes_grey_digits_colour_32px():
     from sslkit.data import as_images_like, load_dataset
 

@@ -159,3 +159,28 @@ def test_a_checkpoint_of_another_version_is_one_clear_error(tmp_path):
     torch.save(ckpt, run.out_dir / "checkpoint.pt")
     with pytest.raises(RuntimeError, match=r"does not fit this version .*old_buffer.*delete .* and train again"):
         load_run(run.out_dir)
+
+
+@pytest.mark.parametrize("kw,says", [
+    ({"steps": 2.5}, "steps) must be a whole number"),
+    ({"steps": 5, "batch_size": 8.0}, "batch size must be a whole number"),
+    ({"steps": 5, "lr": float("nan")}, "learning rate must be a finite number"),
+    ({"steps": 5, "lr": "0.1"}, "learning rate must be a number, got '0.1'"),
+    ({"epochs": True}, "must be a number, got True"),
+    ({"steps": 5, "warmup": 1.5}, "warmup (a fraction of the run) must be between 0.0 and 1.0"),
+    ({"steps": 5, "weight_decay": -1}, "weight decay must be at least 0.0"),
+    ({"steps": 5, "log_every": 0}, "log_every must be at least 1"),
+])
+def test_training_settings_must_be_finite_numbers_of_the_right_type(kw, says):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**kw)
+    assert says in str(err.value)
+
+
+def test_method_settings_must_have_their_types():
+    with pytest.raises(ValueError, match="'temperature' must be a finite number"):
+        RunSpec("simclr", "digits", method_config={"temperature": float("inf")})
+    with pytest.raises(ValueError, match="'crop_padding' must be a whole number"):
+        RunSpec("rotation", "digits", method_config={"num_rotations": 4, "crop_padding": 1.5})
+    with pytest.raises(ValueError, match="n_train"):
+        RunSpec("simclr", "digits", n_train=0)
