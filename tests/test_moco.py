@@ -180,7 +180,7 @@ def test_loss_falls_on_a_small_batch():
     (["--config", "queue_size=0"], "queue_size must be a whole number of at least 1"),
     (["--config", "momentum=1.5"], "momentum must be in [0, 1]"),
     (["--temperature", "0"], "temperature must be positive"),
-    (["--temperature", "nan"], "temperature must be positive"),
+    (["--temperature", "nan"], "setting 'temperature' must be a finite number"),
 ])
 def test_cli_rejects_bad_settings_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "run"
