@@ -106,6 +106,11 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     _atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Write bytes atomically (reference weights, a Markdown table)."""
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
 def atomic_write_json(obj: Any, path: str | Path) -> None:
     """Write JSON atomically (indent 2, trailing newline)."""
     _atomic_write(Path(path), lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))

@@ -203,7 +203,7 @@ def cmd_reference(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from sslkit.cache import atomic_write_json
+    from sslkit.cache import atomic_write_bytes, atomic_write_json
     from sslkit.compare import compare, format_markdown, load_entries, write_figures
     from sslkit.data import load_dataset
     from sslkit.train import resolve_device
@@ -225,10 +225,7 @@ def cmd_compare(args) -> int:
     print(table)
     print(f"({time.time() - t0:.0f} s)")
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.markdown).with_name(f".{Path(args.markdown).name}.tmp")
-        tmp.write_text(table + "\n")
-        tmp.replace(args.markdown)
+        atomic_write_bytes((table + "\n").encode(), args.markdown)
         print(f"wrote {args.markdown}")
     if args.json:
         atomic_write_json({"dataset": data.name, "n_train": len(data.train_x), "n_test": len(data.test_x),

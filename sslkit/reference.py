@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 
 from sslkit.backbones import build_encoder
-from sslkit.cache import atomic_write_json, config_key
+from sslkit.cache import atomic_write_bytes, atomic_write_json, config_key
 from sslkit.data import ImageData
 from sslkit.evaluate import compare_fine_tune, compare_with_random_init, extract_features, knn_accuracy
 from sslkit.methods import METHODS, SSLMethod
-from sslkit.train import RunSpec, TrainConfig, load_data, pretrain, resolve_device
+from sslkit.train import RunSpec, TrainConfig, build_method, load_data, pretrain, resolve_device
 
 REFERENCE_DIR = Path(__file__).parent / "references"
 DATASET = "cifar10"
@@ -313,7 +313,7 @@ def build_reference(name: str, *, device: str = "auto", epochs: float | None = N
     ``eval_subset`` (train, test) evaluates on a class-balanced subset instead of the full splits
     (dry runs). Returns the card.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if name not in RECIPES:
         raise ValueError(f"unknown reference '{name}': use one of {', '.join(RECIPES)}.")
@@ -330,9 +330,7 @@ def build_reference(name: str, *, device: str = "auto", epochs: float | None = N
     run = pretrain(spec, run_dir, device=str(dev), data=data, progress_bar=progress_bar)
     train_wall = time.time() - t0
     trained = run.encoder.eval()
-    torch.manual_seed(spec.train.seed)
-    random_init = _build(spec, {"image_shape": list(data.image_shape), "channel_mean": data.channel_stats()[0],
-                                "channel_std": data.channel_stats()[1]}).encoder.to(dev).eval()
+    random_init = build_method(spec, data).encoder.to(dev).eval()    # the run's own seeded start
     t1 = time.time()
     eval_data = data.subset(*eval_subset, seed=0) if eval_subset else data
     evaluation = evaluate_reference_encoders(trained, random_init, eval_data, spec.method, dev, mae=run.method,
@@ -345,9 +343,7 @@ def build_reference(name: str, *, device: str = "auto", epochs: float | None = N
     # the heads in half precision: they are shown at work, never trained further, and the jigsaw
     # classifier alone would otherwise be several MB; the encoder stays fp32 (its kNN is checked)
     tensors = {k: (v.half() if not k.startswith("encoder.") and v.is_floating_point() else v) for k, v in tensors.items()}
-    tmp = weights.with_name(f".{weights.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"reference": out_name, "method": spec.method})
-    os.replace(tmp, weights)
+    atomic_write_bytes(save(tensors, metadata={"reference": out_name, "method": spec.method}), weights)
     mean, std = data.channel_stats()
     card = {
         "name": out_name, "method": spec.method, "about": recipe.about, "dataset": DATASET,
