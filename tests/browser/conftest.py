@@ -125,12 +125,24 @@ def browser(chromium):
         b.close()
 
 
+def shut_down_kernels(lab: dict) -> None:
+    """Every kernel the lab started (closing the page leaves them running, holding memory and CPU)."""
+    headers = {"Authorization": f"token {lab['token']}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{lab['url']}/api/kernels", headers=headers),
+                                timeout=10) as answer:
+        kernels = json.load(answer)
+    for kernel in kernels:
+        urllib.request.urlopen(urllib.request.Request(f"{lab['url']}/api/kernels/{kernel['id']}",
+                                                      method="DELETE", headers=headers), timeout=30)
+
+
 @pytest.fixture
 def page(browser, lab):
     context = browser.new_context(viewport={"width": 1500, "height": 1000})
     page = context.new_page()
     yield page
     context.close()
+    shut_down_kernels(lab)
 
 
 @pytest.fixture(scope="session")

@@ -60,7 +60,10 @@ def _slug(text: str) -> str:
 # ------------------------------------------------------------------------------- the notebook
 
 def _run_all(page, lab: dict, name: str) -> None:
-    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+    # a workspace of its own per notebook: JupyterLab restores the last workspace's open tabs, and
+    # the earlier notebooks' hidden panels would otherwise answer the selectors below
+    workspace = _slug(Path(name).stem)
+    page.goto(f"{lab['url']}/lab/workspaces/{workspace}/tree/{name}?reset&token={lab['token']}")
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
     # the kernel's status in the status bar reads "Idle" only once the kernel is connected
     page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$")).first.wait_for(timeout=120_000)
