@@ -41,15 +41,19 @@ demo: $(VENV)/.installed
 # (training curves differ from run to run).
 # The executed notebooks are kept in build/executed (conftest.py), and the course website is built
 # from them and checked in Chromium (make site), so the site never runs a notebook again.
-# Between the two, the widget tests in JupyterLab under headless Chromium (tests/browser), in the
-# same run cache so they load the runs the notebooks just trained; both pytest runs always run, and
-# the target stops if either failed.
+# Then, in the same run cache (so they load the runs the notebooks just trained): the student
+# version of every notebook through nbval (`sslkit course student`: solutions replaced by
+# placeholders; the instructor version is the source notebooks themselves, run above), and the
+# widget tests in JupyterLab under headless Chromium (tests/browser). Every step always runs, the
+# run cache is removed, and the target stops if any step failed.
 test: $(VENV)/.installed data
 	export SSLKIT_CACHE=$$(mktemp -d) SSLKIT_PROFILE=quick MPLBACKEND=Agg; status=0; \
 	SSLKIT_EXECUTED=$(CURDIR)/build/executed $(PY) -m pytest tests notebooks --nbval-lax --ignore=tests/browser \
 	  -p no:cacheprovider --durations=25 || status=$$?; \
+	{ $(PY) -m sslkit course student build/student && \
+	  $(PY) -m pytest build/student --nbval-lax -p no:cacheprovider --durations=10; } || status=$$?; \
 	$(PY) -m pytest tests/browser -p no:cacheprovider --durations=10 || status=$$?; \
-	exit $$status
+	rm -rf "$$SSLKIT_CACHE"; exit $$status
 	$(MAKE) --no-print-directory site
 
 # The course website (Sphinx + myst-nb) from the notebooks `make test` executed, then opened in

@@ -195,14 +195,17 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2, help="alternate the two pipelines this many times")
     p.add_argument("--also-fp32", action="store_true",
                    help="on a CPU with bf16, also time sslkit's step in fp32 (SSLKIT_CPU_BF16=0)")
+    p.add_argument("--without-lightly", action="store_true",
+                   help="time sslkit's step alone (where lightly is not installed: the GPU script's dry run)")
     p.add_argument("--json", help="write here instead of benchmarks/results/throughput_<device>_<backbone>.json")
     args = p.parse_args()
-    try:
-        import lightly  # noqa: F401
-    except ImportError:
-        raise SystemExit("lightly is not installed: pip install -e '.[bench]' (it is only needed for this benchmark).")
+    if not args.without_lightly:
+        try:
+            import lightly  # noqa: F401
+        except ImportError:
+            raise SystemExit("lightly is not installed: pip install -e '.[bench]' (it is only needed for this "
+                             "benchmark), or pass --without-lightly to time sslkit's step alone.")
     device = resolve_device(args.device)
-    os.environ.setdefault("SSLKIT_CPU_BF16", "1")     # bf16 where the CPU has it (off by default in the kit)
     B = args.batch_size
     images, source = load_images((args.warmup + args.steps + 1) * B)
     amp = autocast_dtype(device)
@@ -210,7 +213,7 @@ def main() -> None:
           f"{args.repeats} repeats; sslkit in {amp or torch.float32}; data: {source}; "
           f"torch threads {torch.get_num_threads()}; load average at start {os.getloadavg()[0]:.1f}", flush=True)
 
-    pipelines = {"sslkit": run_sslkit, "lightly": run_lightly}
+    pipelines = {"sslkit": run_sslkit} if args.without_lightly else {"sslkit": run_sslkit, "lightly": run_lightly}
     if args.also_fp32 and amp is not None and device.type == "cpu":
         def run_fp32(*a):
             os.environ["SSLKIT_CPU_BF16"] = "0"
@@ -236,16 +239,19 @@ def main() -> None:
                          "images_per_s_best": max(r["images_per_s"] for r in rs),
                          "cpu_s_per_1000_median": statistics.median(r["cpu_s_per_1000"] for r in rs),
                          "peak_mib": max((r["peak_mib"] or 0) for r in rs) or None}
-    s, l = summary["sslkit"], summary["lightly"]
-    ratio = {"wall_median": s["images_per_s_median"] / l["images_per_s_median"],
-             "wall_best": s["images_per_s_best"] / l["images_per_s_best"],
-             "cpu_work": l["cpu_s_per_1000_median"] / s["cpu_s_per_1000_median"]}
+    s, l = summary["sslkit"], summary.get("lightly")
+    ratio = None if l is None else {"wall_median": s["images_per_s_median"] / l["images_per_s_median"],
+                                    "wall_best": s["images_per_s_best"] / l["images_per_s_best"],
+                                    "cpu_work": l["cpu_s_per_1000_median"] / s["cpu_s_per_1000_median"]}
     for name, v in summary.items():
         mem = "n/a" if v["peak_mib"] is None else f"{v['peak_mib']:.0f} MiB"
         print(f"{name:12s} {v['images_per_s_median']:8.0f} images/s median ({v['images_per_s_best']:.0f} best), "
               f"{v['cpu_s_per_1000_median']:.2f} CPU s / 1000 images, peak memory {mem}")
-    print(f"ratio sslkit / lightly: {ratio['wall_median']:.2f}x images/s (median), {ratio['wall_best']:.2f}x (best), "
-          f"{ratio['cpu_work']:.2f}x less CPU time per image")
+    if ratio is None:
+        print("lightly not timed (--without-lightly): no ratio")
+    else:
+        print(f"ratio sslkit / lightly: {ratio['wall_median']:.2f}x images/s (median), {ratio['wall_best']:.2f}x (best), "
+              f"{ratio['cpu_work']:.2f}x less CPU time per image")
     save(f"throughput_{device.type}_{args.backbone}",
          {"device": str(device), "backbone": args.backbone, "batch_size": B, "steps": args.steps,
           "warmup": args.warmup, "sslkit_precision": str(amp or torch.float32), "data": source,

@@ -185,16 +185,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The dtype the training step's forward pass runs in under autocast, or None for fp32.
 
-    bf16 on CUDA. On a CPU only when asked (``SSLKIT_CPU_BF16=1``) and the CPU has native bf16
-    instructions (AVX512-BF16 or AMX): the SimCLR step ran about 1.7x faster than fp32 there, but
-    the quality check (kNN after the same steps within a point of fp32, benchmarks/bf16_quality.py)
-    has not been recorded yet, so fp32 stays the default; a CPU without them would emulate bf16,
-    slower than fp32, and always keeps fp32. Parameters, the loss and the optimiser state stay fp32
-    either way.
+    bf16 on CUDA, and on a CPU with native bf16 instructions (AVX512-BF16 or AMX): there the SimCLR
+    step ran 1.7-2.1x faster than in fp32, and kNN after the same 150 steps came within half a
+    point of fp32's on two seeds (benchmarks/RESULTS.md, "bf16 quality"). ``SSLKIT_CPU_BF16=0``
+    keeps such a CPU in fp32. A CPU without those instructions would emulate bf16, slower than
+    fp32, so it always keeps fp32. Parameters, the loss and the optimiser state stay fp32 either way.
     """
     if device.type == "cuda":
         return torch.bfloat16
-    if device.type == "cpu" and os.environ.get("SSLKIT_CPU_BF16", "0") == "1":
+    if device.type == "cpu" and os.environ.get("SSLKIT_CPU_BF16", "1") != "0":
         native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
             getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
         return torch.bfloat16 if native else None
