@@ -10,9 +10,13 @@ from pathlib import Path
 import nbformat
 
 _executed: dict = {}      # notebook path -> the nbval file node whose cells ran
+_seconds: dict = {}       # notebook name -> seconds its cells took (set-up, call and teardown)
 
 
 def pytest_runtest_makereport(item, call):
+    if getattr(item, "cell", None) is not None:
+        name = Path(str(item.parent.fspath)).name
+        _seconds[name] = _seconds.get(name, 0.0) + call.duration
     if call.when != "call" or not os.environ.get("SSLKIT_EXECUTED"):
         return
     cell, outputs = getattr(item, "cell", None), getattr(item, "test_outputs", None)
@@ -39,3 +43,11 @@ def pytest_sessionfinish(session, exitstatus):
                     o.setdefault("execution_count", cell.execution_count)
         nbformat.write(node.nb, tmp)
         tmp.replace(target)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Each notebook's time under nbval (its cells, kernel start included), for the quick profile's budgets."""
+    if _seconds:
+        terminalreporter.section("notebook times")
+        for name, seconds in _seconds.items():
+            terminalreporter.write_line(f"{seconds:7.1f} s  {name}")
