@@ -2,8 +2,8 @@
 
 The pieces, one module per concern: :mod:`sslkit.data` (datasets as uint8 tensors),
 :mod:`sslkit.augment` (batched augmentation), :mod:`sslkit.backbones` (encoders),
-:mod:`sslkit.losses`, :mod:`sslkit.methods` (one file per method), :mod:`sslkit.train` (the
-one training loop and its runs), :mod:`sslkit.evaluate` (frozen-feature protocols),
+:mod:`sslkit.losses`, :mod:`sslkit.methods` (one file per method), :mod:`sslkit.loop` (the
+one training loop), :mod:`sslkit.train` (runs on it), :mod:`sslkit.evaluate` (frozen-feature protocols),
 :mod:`sslkit.profiles` (quick CPU / full GPU settings), :mod:`sslkit.viz` and
 :mod:`sslkit.widgets` (notebook figures and controls), :mod:`sslkit.cli`.
 """

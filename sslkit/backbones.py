@@ -179,3 +179,10 @@ def vit_tiny(in_channels: int = 3, image_size: int = 32) -> ViT:
 
 BACKBONES["vit_mini"] = (vit_mini, 128)
 BACKBONES["vit_tiny"] = (vit_tiny, 192)
+
+
+def eval_batch_size(device: torch.device) -> int:
+    """Images per forward pass when only running an encoder (features, predictions): 1024 on a
+    GPU; 128 on a CPU, where small batches stay in the cache (measured here on 2 cores: the small CNN 15-35% and the ViT
+    60-80% more images/s at 128 than at 512)."""
+    return 1024 if device.type == "cuda" else 128

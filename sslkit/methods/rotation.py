@@ -19,8 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from sslkit.augment import crop_resize_flip
-from sslkit.backbones import Encoder
-from sslkit.evaluate import eval_batch_size
+from sslkit.backbones import Encoder, eval_batch_size
 from sslkit.methods.base import MethodOutput, SSLMethod
 
 ROTATION_COUNTS = (2, 4, 8)
