@@ -74,9 +74,16 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     A single process gets ``x`` back."""
     if context().world == 1:
         return x
+    import warnings
+
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(x.contiguous()))
+    # torch 2.14 marks it deprecated in favour of torch.distributed._functional_collectives, a
+    # private module; the public one still works and is tested (tests/test_distributed.py), so its
+    # warning is not shown to every user of torchrun on every step
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
+        return torch.cat(all_gather(x.contiguous()))
 
 
 @torch.no_grad()
@@ -134,12 +141,16 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and context().world > 1):
             return super().forward(x)
+        import warnings
+
         from torch.distributed.nn.functional import all_reduce
 
         dims = [0] + list(range(2, x.dim()))                       # all but the channel
         xf = x.float()
         count = torch.tensor([xf.numel() / xf.shape[1]], device=x.device)
-        stats = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))   # (2C + 1,) over processes
+        with warnings.catch_warnings():                            # deprecated for a private module: see all_gather_with_grad
+            warnings.filterwarnings("ignore", message=".*all_reduce is deprecated", category=FutureWarning)
+            stats = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))   # (2C + 1,) over processes
         C, n = xf.shape[1], stats[-1]
         mean, var = stats[:C] / n, (stats[C:2 * C] / n - (stats[:C] / n) ** 2).clamp_min(0)
         if self.track_running_stats:
@@ -191,7 +202,14 @@ def wrap(method: nn.Module, device: torch.device) -> nn.Module:
     if getattr(method, "sync_batchnorm", True):
         sync_batchnorm(method, device)
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(method, device_ids=ids, broadcast_buffers=False)
+    # torch 2.14 renames broadcast_buffers=False to forward_sync_buffers=False (which still syncs
+    # once at construction: harmless, every process builds the same seeded method); older torch
+    # (the GPU machine's 2.11) has only the first
+    import inspect
+
+    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in
+               inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters else "broadcast_buffers")
+    return nn.parallel.DistributedDataParallel(method, device_ids=ids, **{no_sync: False})
 
 
 __all__ = ["Context", "context", "setup", "teardown", "all_gather_with_grad", "all_gather_no_grad",
