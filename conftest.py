@@ -22,9 +22,18 @@ def pytest_runtest_makereport(item, call):
     cell, outputs = getattr(item, "cell", None), getattr(item, "test_outputs", None)
     if cell is None or outputs is None:       # not an nbval cell, or one that did not run
         return
-    cell.outputs = [nbformat.from_dict(dict(o)) for o in outputs]
+    cell.outputs = [nbformat.from_dict(dict(o)) for o in outputs if not _quiet(cell, o)]
     cell.execution_count = item.cell_num + 1
     _executed[str(item.parent.fspath)] = item.parent
+
+
+def _quiet(cell, output) -> bool:
+    """An execute_result that IPython would not show: the cell's last line ends with ``;``. nbval
+    runs cells without storing them in the history, where IPython looks for that semicolon, so its
+    outputs hold the result too, and every figure returned that way would appear twice on the site."""
+    lines = [line.split("#")[0].rstrip() for line in cell.source.splitlines()]
+    lines = [line for line in lines if line]
+    return output.get("output_type") == "execute_result" and bool(lines) and lines[-1].endswith(";")
 
 
 def pytest_sessionfinish(session, exitstatus):
