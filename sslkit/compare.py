@@ -235,11 +235,12 @@ def embedding_grid(entries: list[Entry], data: ImageData, n_points: int = 1000, 
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.5 * rows), squeeze=False)
     x, y = data.test_x[:n_points], data.test_y[:n_points]
     for ax, e in zip(axes.flat, entries):
-        key = (e.name, how, n_points)
+        key, fkey = (e.name, how, n_points), (e.name, "features", n_points)
         if cache is None or key not in cache:
-            xy = project_2d(extract_features(e.encoder, x), how)
-            if cache is not None:
-                cache[key] = xy
+            feats = cache[fkey] if cache is not None and fkey in cache else extract_features(e.encoder, x)
+            xy = project_2d(feats, how)
+            if cache is not None:                    # features too: another projection reuses them
+                cache[key], cache[fkey] = xy, feats
         plot_embedding(cache[key] if cache is not None else xy, y, data.classes, ax=ax, title=e.name)
     for ax in list(axes.flat)[len(entries):]:
         ax.axis("off")

@@ -142,9 +142,15 @@ def project_2d(features: torch.Tensor, how: str = "umap", seed: int = 0) -> np.n
             return umap.UMAP(n_neighbors=k, min_dist=0.1, metric="euclidean", random_state=seed, n_jobs=1,
                              precomputed_knn=(idx, dists, None)).fit_transform(x)
     if how == "tsne":
+        import inspect
+
         from sklearn.manifold import TSNE
 
-        return TSNE(n_components=2, init="pca", random_state=seed, n_jobs=1).fit_transform(x)
+        # 500 iterations, not scikit-learn's 1,000: on 1,000 SimCLR features the map is as faithful
+        # (trustworthiness at 10 neighbours 0.957 against 0.958) in a third of the time (6 s against
+        # 19 s here), and the comparison explorer runs one per encoder (RESULTS.md, "t-SNE")
+        iters = "max_iter" if "max_iter" in inspect.signature(TSNE).parameters else "n_iter"   # scikit-learn < 1.5
+        return TSNE(n_components=2, init="pca", random_state=seed, n_jobs=1, **{iters: 500}).fit_transform(x)
     if how == "pca":
         from sklearn.decomposition import PCA
 
