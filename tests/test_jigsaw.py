@@ -164,6 +164,24 @@ def test_puzzle_viewer_and_permutation_explorer_draw():
     plt.close("all")
 
 
+def test_puzzle_viewer_offers_only_puzzles_the_image_size_allows():
+    """On 32-px images a 4x4 grid leaves 8-px cells, no room for a gap: the grid slider stops at 3,
+    and the 3x3 grid's smallest tile / cell is the one that still gives 8-px tiles."""
+    import matplotlib.pyplot as plt
+
+    from sslkit.methods.jigsaw import JigsawConfig
+    from sslkit.widgets import jigsaw_viewer
+
+    w = jigsaw_viewer((torch.rand(2, 3, 32, 32) * 255).to(torch.uint8),
+                      cfg=JigsawConfig(image_size=32, grid=2, num_permutations=24))
+    _, grid, fraction, _ = [c for box in w.children[0].children for c in box.children]
+    assert (grid.min, grid.max, fraction.min) == (2, 3, 0.5)
+    grid.value = 3                                    # a finer grid raises the smallest gap's bound
+    assert fraction.min == 0.75 and fraction.value >= 0.75
+    assert len(plt.gcf().axes) == 3                   # image, tiles, puzzle: drawn, not an error message
+    plt.close("all")
+
+
 def test_puzzle_accuracy_is_repeatable_and_leaves_the_global_rng_alone():
     m = make(num_permutations=10)
     x = (torch.rand(40, 3, 32, 32) * 255).to(torch.uint8)
