@@ -183,6 +183,6 @@ BACKBONES["vit_tiny"] = (vit_tiny, 192)
 
 def eval_batch_size(device: torch.device) -> int:
     """Images per forward pass when only running an encoder (features, predictions): 1024 on a
-    GPU; 128 on a CPU, where small batches stay in the cache (measured here on 2 cores: the small CNN 15-35% and the ViT
-    60-80% more images/s at 128 than at 512)."""
+    GPU; 128 on a CPU, where small batches stay in the cache (measured here on 2 cores: the small
+    CNN 15-35% and the ViT 60-80% more images/s at 128 than at 512)."""
     return 1024 if device.type == "cuda" else 128

@@ -23,11 +23,19 @@ Nothing here imports from the rest of sslkit: losses, methods and the training l
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+
+# torch 2.14 deprecates the autograd-aware collectives of torch.distributed.nn in favour of a
+# private module (torch.distributed._functional_collectives); the public ones still work and are
+# tested (tests/test_distributed.py). One filter for their two messages, set once here rather than
+# around every call (CPUSyncBatchNorm's all_reduce runs in every layer of every training step).
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.(all_gather|all_reduce) is deprecated",
+                        category=FutureWarning)
 
 
 @dataclass(frozen=True)
@@ -74,16 +82,9 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     A single process gets ``x`` back."""
     if context().world == 1:
         return x
-    import warnings
-
     from torch.distributed.nn.functional import all_gather
 
-    # torch 2.14 marks it deprecated in favour of torch.distributed._functional_collectives, a
-    # private module; the public one still works and is tested (tests/test_distributed.py), so its
-    # warning is not shown to every user of torchrun on every step
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*all_gather is deprecated", category=FutureWarning)
-        return torch.cat(all_gather(x.contiguous()))
+    return torch.cat(all_gather(x.contiguous()))
 
 
 @torch.no_grad()
@@ -141,16 +142,12 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and context().world > 1):
             return super().forward(x)
-        import warnings
-
         from torch.distributed.nn.functional import all_reduce
 
         dims = [0] + list(range(2, x.dim()))                       # all but the channel
         xf = x.float()
         count = torch.tensor([xf.numel() / xf.shape[1]], device=x.device)
-        with warnings.catch_warnings():                            # deprecated for a private module: see all_gather_with_grad
-            warnings.filterwarnings("ignore", message=".*all_reduce is deprecated", category=FutureWarning)
-            stats = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))   # (2C + 1,) over processes
+        stats = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))   # (2C + 1,) over processes
         C, n = xf.shape[1], stats[-1]
         mean, var = stats[:C] / n, (stats[C:2 * C] / n - (stats[:C] / n) ** 2).clamp_min(0)
         if self.track_running_stats:

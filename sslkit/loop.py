@@ -75,7 +75,7 @@ class TrainConfig:
 
 
 def check_number(name: str, value, *, whole: bool = False, low: float | None = None,
-                  high: float | None = None, optional: bool = False) -> None:
+                 high: float | None = None, optional: bool = False) -> None:
     """Refuse a setting that is not a finite number (a whole one with ``whole``) in [low, high]."""
     if value is None and optional:
         return
@@ -88,8 +88,6 @@ def check_number(name: str, value, *, whole: bool = False, low: float | None = N
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"at least {low}" if high is None else f"between {low} and {high}"
         raise ValueError(f"{name} must be {bounds}, got {value}.")
-
-
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -117,8 +115,6 @@ def autocast_dtype(device: torch.device) -> torch.dtype | None:
             getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
         return torch.bfloat16 if native else None
     return None
-
-
 
 
 def embedding_spread(features: torch.Tensor) -> float:
