@@ -195,25 +195,23 @@ def jigsaw_viewer(images: torch.Tensor, method=None, cfg=None, seed: int = 0) ->
     cfg = cfg or (method.cfg if method is not None else JigsawConfig(num_permutations=100))
     n_perms = cfg.num_permutations
 
-    def fits(grid: int, tile_fraction: float) -> bool:
+    def puzzle(grid: int, tile_fraction: float) -> JigsawConfig | None:
+        """The config for these settings, or None where the image size does not allow them."""
         try:
-            replace(cfg, grid=grid, tile_fraction=tile_fraction, num_permutations=min(n_perms, math.factorial(grid ** 2)))
-            return True
+            return replace(cfg, grid=grid, tile_fraction=tile_fraction, num_permutations=min(n_perms, math.factorial(grid ** 2)))
         except ValueError:
-            return False
+            return None
 
     # the sliders offer only puzzles the image size allows (tiles of at least MIN_TILE px): a grid
     # is left out when its cells leave no room for a gap (one tile size only), and a finer grid
     # raises the smallest tile / cell
     fractions = [round(0.5 + 0.05 * i, 2) for i in range(11)]
-    grids = [g for g in range(2, 6)
-             if len({replace(cfg, grid=g, tile_fraction=f, num_permutations=2).tile_size
-                     for f in fractions if fits(g, f)}) > 1]
+    grids = [g for g in range(2, 6) if len({c.tile_size for f in fractions if (c := puzzle(g, f))}) > 1]
     if cfg.grid not in grids:
         grids = sorted({*grids, cfg.grid})
 
     def smallest_fraction(grid: int) -> float:
-        return next(f for f in fractions if fits(grid, f))
+        return next(f for f in fractions if puzzle(grid, f))
 
     controls = {"index": _int_slider("image", 0, 0, len(images) - 1),
                 "grid": _int_slider("grid", cfg.grid, grids[0], grids[-1]),
