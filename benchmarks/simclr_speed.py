@@ -55,12 +55,11 @@ def main() -> None:
     encoder = method.encoder
 
     curve: list[dict] = []
-    last_eval = {"at": 0.0}
 
     def measure(row: dict) -> None:
-        if row["elapsed_s"] - last_eval["at"] < args.eval_every and row["elapsed_s"] < 60 * args.minutes - 1e-6:
+        last = curve[-1]["train_s"] if curve else 0.0
+        if row["elapsed_s"] - last < args.eval_every and row["elapsed_s"] < 60 * args.minutes - 1e-6:
             return
-        last_eval["at"] = row["elapsed_s"]
         t0 = time.perf_counter()
         train_f, test_f = extract_features(encoder, evaluation.train_x), extract_features(encoder, evaluation.test_x)
         knn = knn_accuracy(train_f, evaluation.train_y, test_f, evaluation.test_y)
