@@ -175,11 +175,10 @@ EXERCISE_HEADING = "## Coding exercises"
 
 
 def exercise_cells(nb) -> list:
-    """The notebook's coding-exercise block: every cell from its heading on (empty when it has none)."""
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "markdown" and cell.source.lstrip().startswith(EXERCISE_HEADING):
-            return nb.cells[i:]
-    return []
+    """The notebook's coding-exercise cells, in order: every cell with nbgrader metadata (the locked
+    imports, each solution and each check). Exercises sit where the notebook teaches their piece, and
+    each is self-contained: run in order in one fresh namespace, these cells need nothing else."""
+    return [cell for cell in nb.cells if is_exercise_cell(cell)]
 
 
 def solutions(source: str | Path | None = None) -> dict[str, str]:

@@ -1,0 +1,90 @@
+"""The checks of notebook 03 SimCLR."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from sslkit.exercises._core import _call, _close, Exercise, _scalar, _tensor, _Wrong
+from sslkit.losses import nt_xent
+
+
+def check_cosine_similarity(fn: Callable) -> str:
+    z = torch.randn(6, 5) * 3
+    sim = _tensor(_call(fn, z, on="6 embeddings of width 5"), (6, 6), "the similarity matrix of 6 embeddings")
+    ref = F.normalize(z, dim=1) @ F.normalize(z, dim=1).T
+    if _close(sim, z @ z.T):
+        raise _Wrong("your matrix holds plain dot products (some are far above 1); cosine similarity divides by "
+                     "both lengths: normalise each row of z to unit length first.")
+    if _close(sim, F.normalize(z, dim=0) @ F.normalize(z, dim=0).T):
+        raise _Wrong("you normalised the columns of z; normalise each embedding (each row, dim=1) to unit length.")
+    if not _close(sim, ref):
+        raise _Wrong(f"entry [0, 1] should be the cosine of embeddings 0 and 1, {ref[0, 1].item():.4f}; "
+                     f"yours is {sim[0, 1].item():.4f}.")
+    return "your similarity matrix matches F.normalize(z) @ F.normalize(z).T: ones on the diagonal, cosines elsewhere."
+
+
+def _nt_xent_call(fn, z1, z2, t, on):
+    return _scalar(_call(fn, z1, z2, t, on=on), "your NT-Xent")
+
+
+def check_nt_xent(fn: Callable) -> str:
+    # identical views at a falling temperature: the positive is the best candidate, so the loss goes to 0;
+    # with the diagonal left in, the anchor itself ties with the positive and the loss goes to log 2
+    z = F.normalize(torch.randn(2, 16), dim=1)
+    cold = _nt_xent_call(fn, z, z.clone(), 0.05, "two images whose two views are identical, temperature 0.05")
+    if not torch.isfinite(cold):
+        raise _Wrong(f"on two images with identical views at temperature 0.05 your loss is {cold.item()}; it should "
+                     "approach 0: exp(similarity / temperature) overflows, so let F.cross_entropy or torch.logsumexp "
+                     "do the exponentials (and mask the diagonal with -inf before them, not after).")
+    if abs(cold.item() - math.log(2)) < 0.05:
+        raise _Wrong("on two images whose two views are identical, the loss should approach 0 as the temperature "
+                     f"falls; yours approaches log 2 = 0.69 ({cold.item():.2f} at 0.05), so each view is probably "
+                     "counted as its own negative: exclude the diagonal of the similarity matrix.")
+    z1, z2 = torch.randn(8, 16), torch.randn(8, 16)
+    on = "8 pairs of random embeddings of width 16 at temperature 0.5"
+    got, want = _nt_xent_call(fn, z1, z2, 0.5, on), nt_xent(z1, z2, 0.5)
+    scaled = _nt_xent_call(fn, 10 * z1, 3 * z2, 0.5, on.replace("random", "rescaled random"))
+    if not _close(scaled, got, rtol=1e-3):
+        raise _Wrong(f"your loss changes when the embeddings are made longer ({got.item():.3f} -> {scaled.item():.3f}); "
+                     "NT-Xent uses cosine similarity, which ignores length: normalise z first.")
+    swapped = _nt_xent_call(fn, z2, z1, 0.5, on)
+    if not _close(swapped, got, rtol=1e-3):
+        raise _Wrong(f"your loss changes when the two views swap roles ({got.item():.3f} -> {swapped.item():.3f}); "
+                     "every one of the 2N views is an anchor, so concatenate both views and average over all 2N.")
+    if _close(got, want * 16, rtol=1e-3) or _close(got, want * 8, rtol=1e-3):
+        raise _Wrong(f"your loss is {got.item() / want.item():.0f} times the right value {want.item():.4f}: "
+                     "take the mean over the anchors, not the sum.")
+    if _close(got, nt_xent(z1, z2, 2.0), rtol=1e-3):
+        raise _Wrong("your loss at temperature 0.5 equals the right loss at temperature 2: divide the "
+                     "similarities by the temperature, do not multiply.")
+    if not _close(got, want, rtol=1e-4):
+        raise _Wrong(f"on {on} the loss should be {want.item():.4f}; yours is {got.item():.4f} (check which index "
+                     "is each anchor's positive: view i pairs with view i + N).")
+    for t in (0.1, 1.0):
+        a, b = _nt_xent_call(fn, z1, z2, t, on), nt_xent(z1, z2, t)
+        if not _close(a, b, rtol=1e-4):
+            raise _Wrong(f"at temperature {t} the loss should be {b.item():.4f}; yours is {a.item():.4f}.")
+    # gradients, on a batch of two as well
+    for n in (8, 2):
+        y1, y2 = torch.randn(n, 16, requires_grad=True), torch.randn(n, 16, requires_grad=True)
+        loss = _call(fn, y1, y2, 0.5, on=f"a batch of {n}")
+        if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+            raise _Wrong("your loss carries no gradient, so nothing could be trained with it: keep it a torch "
+                         "tensor (no .item(), .detach() or NumPy inside).")
+        g1, g2 = torch.autograd.grad(loss.sum(), (y1, y2))
+        r1, r2 = torch.autograd.grad(nt_xent(y1, y2, 0.5), (y1, y2))
+        if not (_close(g1, r1, 1e-3, 1e-6) and _close(g2, r2, 1e-3, 1e-6)):
+            raise _Wrong(f"on a batch of {n} your loss has the right value but the wrong gradient: something is "
+                         "computed outside autograd's view (an in-place edit or a detached piece).")
+    return ("your NT-Xent matches sslkit.losses.nt_xent in value and gradient at three temperatures, on a batch "
+            "of two, and goes to 0 on identical views as it should.")
+
+
+EXERCISES = {
+    "cosine_similarity": Exercise("the cosine-similarity matrix", "03_simclr", check_cosine_similarity),
+    "nt_xent": Exercise("NT-Xent", "03_simclr", check_nt_xent),
+}

@@ -1,0 +1,31 @@
+"""Notebook 01 rotation's exercises: each typical mistake gets its own sentence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from exercise_helpers import assert_own_sentence, solution
+
+
+def _rot_image_major(x, k=4):
+    v, l = solution("rotation_batch")(x, k)
+    B = len(x)
+    return v.view(k, B, *x.shape[1:]).transpose(0, 1).flatten(0, 1), l
+
+
+WRONG = [
+    # (exercise, wrong function, a phrase of the sentence it must get)
+    ("quarter_turn", lambda x: x.transpose(2, 3).flip(3), "clockwise"),
+    ("quarter_turn", lambda x: x.transpose(2, 3), "only transposes"),
+    ("rotation_batch", _rot_image_major, "grouped image by image"),
+    ("rotation_batch", lambda x, k=4: (solution("rotation_batch")(x, k)[0], torch.arange(k).repeat(len(x))),
+     "the labels are not"),
+    ("rotation_batch", lambda x, k=4: (solution("rotation_batch")(x, k)[0], solution("rotation_batch")(x, k)[1].float()),
+     "torch.long"),
+]
+
+
+@pytest.mark.parametrize("name, fn, phrase", WRONG, ids=[f"{w[0]}-{i}" for i, w in enumerate(WRONG)])
+def test_a_wrong_answer_gets_its_own_sentence(name, fn, phrase):
+    assert_own_sentence(name, fn, phrase)
