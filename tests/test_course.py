@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import keyword
 import os
+import re
 import subprocess
 import sys
+import tokenize
 from pathlib import Path
 
 import nbformat
@@ -49,7 +52,7 @@ def test_every_method_notebook_has_checked_exercises(versions):
         if path.name[:2] in {"01", "02", "03", "04", "05", "06"}:
             cells = course.exercise_cells(nbformat.read(path, as_version=4))
             checks = [c for c in cells if c.cell_type == "code" and "check(" in c.source]
-            assert 2 <= len(checks) <= 4, path.name
+            assert 3 <= len(checks) <= 6, path.name      # the mechanism in small pieces, and one harder
 
 
 def test_every_check_passes_on_the_instructor_version(versions):
@@ -65,6 +68,76 @@ def test_every_check_is_not_done_yet_on_the_student_version(versions):
         assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
         lines = _run_exercises(path)
         assert all(line.startswith("Not done yet: ") for line in lines), lines
+
+
+def _shape(line: str) -> str:
+    """A line of code with its names and numbers replaced (attributes and keywords kept): the same
+    computation written with other variable names reads the same."""
+    tokens = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(line.strip() + "\n").readline):
+            if tok.type == tokenize.COMMENT or tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER):
+                continue
+            if tok.type == tokenize.NAME and not keyword.iskeyword(tok.string) and tokens[-1:] != ["."]:
+                tokens.append("v")
+            elif tok.type in (tokenize.NUMBER, tokenize.STRING):
+                tokens.append("0")
+            else:
+                tokens.append(tok.string)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return ""
+    return " ".join(tokens)
+
+
+def _solution_lines(source: str) -> list[str]:
+    """The substantial lines of a solution (between nbgrader's delimiters), as shapes of the expression
+    they compute (a leading ``return`` or ``name =`` left out)."""
+    body = re.findall(r"### BEGIN SOLUTION[^\n]*\n(.*?)^[ \t]*### END SOLUTION", source, re.S | re.M)
+    shapes = [re.sub(r"^(return |v = )", "", _shape(line)) for part in body for line in part.splitlines()]
+    return [s for s in shapes if len(s.replace(" ", "")) >= 7]
+
+
+def _leaked(wanted: set[str], code: str) -> set[str]:
+    """The solution lines whose expression appears in ``code``, inside any of its lines."""
+    lines = [f" {_shape(line)} " for line in code.splitlines()]
+    return {w for w in wanted if any(f" {w} " in line for line in lines)}
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in course.source_dir().glob("[0-9][0-9]_*.ipynb")))
+def test_no_cell_before_an_exercise_holds_its_solution(name):
+    """What the student version shows above an exercise must not answer it: no earlier cell defines the
+    exercise's function, and none holds half or more of its solution's lines (names aside)."""
+    source = nbformat.read(course.source_dir() / name, as_version=4)
+    student = course.to_student(source)
+    for j, cell in enumerate(source.cells):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("solution"):
+            continue
+        wanted = set(_solution_lines(cell.source))
+        defined = re.findall(r"^def (\w+)\(", cell.source, re.M)
+        for i, before in enumerate(student.cells[:j]):
+            if before.cell_type != "code":
+                continue
+            for fn in defined:
+                m = re.search(rf"^def {fn}\(.*?(?=^\S|\Z)", before.source, re.S | re.M)
+                assert not m or "raise NotImplementedError()" in m.group(0), \
+                    f"{name}: cell {i} defines {fn}, the answer to the exercise in cell {j}"
+            shared = _leaked(wanted, before.source)
+            assert len(shared) < (1 if len(wanted) == 1 else max(2, len(wanted) / 2)), \
+                f"{name}: cell {i} holds {len(shared)} of the {len(wanted)} lines that answer the exercise " \
+                f"'{meta['grade_id']}' in cell {j}: {sorted(shared)}"
+
+
+def test_the_leak_check_sees_an_answer_under_other_names():
+    solution = ("def my_f(z, t):\n    ### BEGIN SOLUTION\n    z = F.normalize(z, dim=1)\n    sim = z @ z.T / t\n"
+                "    return sim.softmax(1)\n    ### END SOLUTION")
+    leak = "u = F.normalize(emb, dim=1)\nscores = u @ u.T / tau  # by hand\nprint(scores.softmax(1))"
+    wanted = set(_solution_lines(solution))
+    assert len(wanted) == 3 and _leaked(wanted, leak) == wanted
+    assert not _leaked(wanted, "z = nt_xent(z1, z2, 0.5)\nloss = F.cross_entropy(sim, labels)")
+    turn = set(_solution_lines("def my_turn(x):\n    ### BEGIN SOLUTION\n    return x.transpose(2, 3).flip(2)\n"
+                               "    ### END SOLUTION"))
+    assert _leaked(turn, "quarter = lambda im: im.transpose(2, 3).flip(2)")
 
 
 def test_the_versions_keep_nbgrader_metadata(versions):
