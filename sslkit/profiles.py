@@ -77,6 +77,19 @@ class Profile:
     def eval_data(self, data: ImageData) -> ImageData:
         return data.subset(self.eval_train, self.eval_test, seed=0)
 
+    def data_note(self, data: ImageData) -> str:
+        """One sentence for the top of a notebook: which dataset it runs on and what that changes."""
+        c, h, w = data.image_shape
+        title = {"cifar10": "CIFAR-10", "digits": "scikit-learn's digits", "mnist": "MNIST",
+                 "fashion-mnist": "Fashion-MNIST", "stl10": "STL-10", "svhn": "SVHN"}.get(data.name, data.name)
+        what = (f"{title} ({len(data.train_x):,} train / {len(data.test_x):,} test images, "
+                f"{h}x{w} {'colour' if c == 3 else 'greyscale'}, {len(data.classes)} classes)")
+        if data.name == "cifar10":
+            return f"This notebook runs on {what}, the dataset its text and the reference runs are about."
+        return (f"This notebook runs on {what}, not CIFAR-10: the figures are smaller, every figure and score is "
+                "this dataset's (the text describes CIFAR-10's), and the reference runs, trained on CIFAR-10, are "
+                "not shown; `python -m sslkit download cifar10` fetches CIFAR-10, which the quick profile then uses.")
+
 
 def quick_dataset() -> str:
     """CIFAR-10 when it is on disk (torchvision's files or the JPEG copy), else digits."""

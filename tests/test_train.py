@@ -184,3 +184,18 @@ def test_method_settings_must_have_their_types():
         RunSpec("rotation", "digits", method_config={"num_rotations": 4, "crop_padding": 1.5})
     with pytest.raises(ValueError, match="n_train"):
         RunSpec("simclr", "digits", n_train=0)
+
+
+def test_the_data_note_says_which_dataset_and_what_it_changes():
+    from sslkit.data import ImageData
+    from sslkit.profiles import get_profile
+
+    profile = get_profile("quick")
+    x = torch.zeros(20, 1, 8, 8, dtype=torch.uint8)
+    y = torch.arange(20) % 10
+    digits = ImageData("digits", x, y, x[:10], y[:10], [str(i) for i in range(10)])
+    note = profile.data_note(digits)
+    assert note.startswith("This notebook runs on scikit-learn's digits (20 train / 10 test images, 8x8 greyscale")
+    assert "not CIFAR-10" in note and "python -m sslkit download cifar10" in note and note.count(". ") == 0
+    cifar = ImageData("cifar10", x.expand(-1, 3, 32, 32), y, x[:10].expand(-1, 3, 32, 32), y[:10], list("abcdefghij"))
+    assert "CIFAR-10 (20 train / 10 test images, 32x32 colour, 10 classes)" in profile.data_note(cifar)
