@@ -197,5 +197,6 @@ def test_the_data_note_says_which_dataset_and_what_it_changes():
     note = profile.data_note(digits)
     assert note.startswith("This notebook runs on scikit-learn's digits (20 train / 10 test images, 8x8 greyscale")
     assert "not CIFAR-10" in note and "python -m sslkit download cifar10" in note and note.count(". ") == 0
-    cifar = ImageData("cifar10", x.expand(-1, 3, 32, 32), y, x[:10].expand(-1, 3, 32, 32), y[:10], list("abcdefghij"))
+    c = torch.zeros(20, 3, 32, 32, dtype=torch.uint8)
+    cifar = ImageData("cifar10", c, y, c[:10], y[:10], list("abcdefghij"))
     assert "CIFAR-10 (20 train / 10 test images, 32x32 colour, 10 classes)" in profile.data_note(cifar)
