@@ -60,7 +60,8 @@ class _Box:
 
 
 def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+    """As torch prints a shape: (64, 3, 32, 32), and (256,) for one dimension."""
+    return str(tuple(int(s) for s in shape))
 
 
 class _Canvas:
@@ -111,18 +112,27 @@ class _Canvas:
 
     def legend(self, sizes: str) -> Figure:
         """The legend strip at the bottom (only the kinds this figure uses) and the sizes line."""
-        x, y = 0.15, 0.2
-        for kind in self.used_boxes:
-            fc, ec, ls, text = _KINDS[kind]
-            self.ax.add_patch(FancyBboxPatch((x, y - 0.06), 0.2, 0.13, boxstyle="round,pad=0,rounding_size=0.03",
-                                             fc=fc, ec=ec, ls=ls, lw=1.0))
-            t = self.ax.text(x + 0.26, y, text, fontsize=7.5, va="center")
-            x += 0.36 + 0.062 * len(text)
-        for kind in self.used_arrows:
-            color, ls, text = _ARROWS[kind]
-            self.ax.plot([x, x + 0.3], [y, y], color=color, ls=ls, lw=1.4 if kind != "ema" else 2.0)
-            self.ax.text(x + 0.36, y, text, fontsize=7.5, va="center")
-            x += 0.46 + 0.062 * len(text)
+        renderer = self.fig.canvas.get_renderer()
+        items = [("box", k, _KINDS[k][3]) for k in self.used_boxes] + [("line", k, _ARROWS[k][2]) for k in self.used_arrows]
+        widths = []
+        for _, _, text in items:   # measured, so that a long legend wraps instead of running off the figure
+            t = self.ax.text(0, 0, text, fontsize=7.5)
+            widths.append(t.get_window_extent(renderer).width / self.fig.dpi)
+            t.remove()
+        x, y = 0.15, 0.2 if sum(widths) + 0.6 * len(items) < _W - 0.3 else 0.3
+        for (what, kind, text), w in zip(items, widths):
+            mark = 0.26 if what == "box" else 0.36
+            if x + mark + w > _W - 0.1:
+                x, y = 0.15, y - 0.19
+            if what == "box":
+                fc, ec, ls, _ = _KINDS[kind]
+                self.ax.add_patch(FancyBboxPatch((x, y - 0.06), 0.2, 0.13, boxstyle="round,pad=0,rounding_size=0.03",
+                                                 fc=fc, ec=ec, ls=ls, lw=1.0))
+            else:
+                color, ls, _ = _ARROWS[kind]
+                self.ax.plot([x, x + 0.3], [y, y], color=color, ls=ls, lw=1.4 if kind != "ema" else 2.0)
+            self.ax.text(x + mark, y, text, fontsize=7.5, va="center", gid="legend")
+            x += mark + w + 0.22
         self.ax.text(0.15, _H - 0.46, sizes, fontsize=8, color="#333333", va="center")
         return self.fig
 
@@ -234,7 +244,7 @@ def _rotation(c: _Canvas, spec, model, s) -> None:
                                     ("h", "h (B·K, D)"), ("logits", "logits (B·K, K)")]):
         c.shape(box.cx, box.y - 0.07, name, sym, s[name])
     c.arrow(b[1].top, b[4].top, kind="nograd", rad=-0.18, label=f"label: rotation index k of {angles}",
-            label_at=((b[1].cx + b[4].cx) / 2, 2.72))
+            label_at=((b[1].cx + b[4].cx) / 2, 2.86))
     c.shape(b[4].cx, b[4].y - 0.07, "labels", "labels (B·K,)", s["labels"])
 
 
@@ -253,7 +263,7 @@ def _jigsaw(c: _Canvas, spec, model, s) -> None:
         c.shape(box.cx, box.y - 0.07, name, sym, s[name])
     c.arrow(b[2].top, b[6].top, kind="nograd", rad=-0.15,
             label=f"label: the permutation's index in the set (min Hamming distance {model.min_distance})",
-            label_at=((b[2].cx + b[6].cx) / 2, 2.8))
+            label_at=((b[2].cx + b[6].cx) / 2, 2.84))
     c.shape(b[6].cx, b[6].y - 0.07, "labels", "labels (B,)", s["labels"])
 
 
@@ -315,8 +325,8 @@ def _moco(c: _Canvas, spec, model, s) -> None:
     c.arrow(top[2].right, loss.left, label="q", label_kw={"fontsize": 8})
     c.shape(top[2].right[0] + 0.45, top[2].y - 0.07, "q", f"q (B, {cfg.projection_dim})", s["q"])
     queue = c.box(8.95, 0.72, 1.9, 0.7, f"queue of K = {K} keys\n(earlier batches)", "memory", size=8)
-    c.arrow(bot[2].right, (loss.x + 0.35, loss.y), kind="nograd", rad=0.15, label="k: positive",
-            label_at=(7.0, 1.5), label_kw={"ha": "right"})
+    c.arrow(bot[2].right, (loss.x + 0.35, loss.y), kind="nograd", rad=0.15, label="k: the positive",
+            label_at=(7.45, 1.28), label_kw={"ha": "left"})
     c.shape(bot[2].right[0] + 0.2, bot[2].y - 0.07, "k", f"k (B, {cfg.projection_dim})", s["k"], ha="left")
     c.arrow(bot[2].right, queue.left, kind="nograd", label="enqueue B newest", label_at=(8.1, 0.79))
     c.arrow(queue.top, (loss.x + loss.w - 0.3, loss.y), kind="nograd", label="negatives",
@@ -330,11 +340,15 @@ def _moco(c: _Canvas, spec, model, s) -> None:
 
 def _byol(c: _Canvas, spec, model, s) -> None:
     cfg = model.cfg
-    img = c.box(0.15, 1.38, 1.3, 0.6, "2 views v, v'\n(asymmetric aug.)", "op", size=8)
+    x = c.box(0.15, 1.38, 0.95, 0.6, "images", "data")
+    c.shape(x.cx, x.y - 0.07, "x", "x (B, C, H, W)", s["x"])
+    img = c.box(1.4, 1.38, 1.25, 0.6, "2 views v, v'\n(asymmetric aug.)", "op", size=8)
+    c.arrow(x.right, img.left)
     c.shape(img.cx, img.y - 0.07, "views", "stacked (2B, C, H, W)", s["views"])
+    # each view goes through both networks: the kit stacks them and runs one pass of each
     top, bot = _two_rows(c, [("online encoder f_θ", "encoder"), ("projector g_θ", "head"), ("predictor q_θ", "head")],
                          [("target encoder f_ξ", "target"), ("target projector g_ξ", "target")],
-                         1.8, [1.5, 1.35, 1.3], 0.45, y_top=2.3, y_bot=0.82, bottom_kind="nograd")
+                         3.0, [1.45, 1.25, 1.2], 0.4, y_top=2.3, y_bot=0.82, bottom_kind="nograd")
     c.arrow(img.right, top[0].left)
     c.arrow(img.right, bot[0].left, kind="nograd")
     for i, (name, sym) in enumerate([("h", "h (2B, D)"), ("y", f"y (2B, {cfg.projection_dim})")]):
@@ -346,9 +360,9 @@ def _byol(c: _Canvas, spec, model, s) -> None:
     loss = c.box(8.45, 1.75, 2.4, 0.9, "symmetric loss 2 − 2·cos\np(v) ↔ sg z'(v')\np(v') ↔ sg z'(v)", "loss", size=8)
     c.arrow(top[2].right, (loss.x, loss.y + loss.h - 0.2), label="p")
     c.shape(top[2].right[0] + 0.0, top[2].y - 0.07, "p", f"p (2B, {cfg.projection_dim})", s["p"], ha="left")
-    c.arrow(bot[1].right, (loss.x + 0.4, loss.y), kind="nograd", rad=0.2, label="z'  stop-gradient",
-            label_at=(bot[1].right[0] + 0.35, 1.05), label_kw={"ha": "left"})
-    c.shape(bot[1].right[0] + 0.35, 0.98, "z", f"z' (2B, {cfg.projection_dim})", s["z"], ha="left")
+    c.arrow(bot[1].right, (loss.x + 0.4, loss.y), kind="nograd", rad=0.2, label="z', stop-gradient (sg)",
+            label_at=(bot[1].right[0] + 1.6, 0.98), label_kw={"ha": "left", "va": "top"})
+    c.shape(bot[1].right[0] + 0.25, 0.98, "z", f"z' (2B, {cfg.projection_dim})", s["z"], ha="left")
 
 
 def _mae(c: _Canvas, spec, model, s) -> None:
@@ -370,9 +384,13 @@ def _mae(c: _Canvas, spec, model, s) -> None:
         else "target: the patches' pixels"
     c.arrow(b[1].top, b[6].top, kind="nograd", rad=-0.13, label=target, label_at=((b[1].cx + b[6].cx) / 2, 2.86))
     c.shape(b[1].cx, 2.68, "patches", "(B, L, p·p·C)", s["patches"])
-    c.arrow((b[2].cx + 0.25, b[2].y), (b[6].cx - 0.2, b[6].y), kind="nograd", rad=0.12,
-            label="mask (B, L), 1 = hidden", label_at=((b[2].cx + b[6].cx) / 2, 0.6), label_kw={"va": "top"})
-    c.ax.text((b[2].cx + b[6].cx) / 2, 0.44, _fmt(s["mask"]), ha="center", va="top", fontsize=7.5,
+    low = 0.78      # below the shape labels of the row
+    color, ls, _ = _ARROWS["nograd"]
+    c.ax.plot([b[2].cx, b[2].cx, b[6].cx], [b[2].y - 0.42, low, low], color=color, ls=ls, lw=1.4)
+    c.arrow((b[6].cx, low), b[6].bottom, kind="nograd")
+    c.ax.text((b[3].cx + b[4].cx) / 2, low - 0.05, "mask (B, L), 1 = hidden:", ha="right", va="top", fontsize=7.5,
+              color=color)
+    c.ax.text((b[3].cx + b[4].cx) / 2 + 0.05, low - 0.05, _fmt(s["mask"]), ha="left", va="top", fontsize=7.5,
               family="monospace", gid="shape:mask")
 
 
