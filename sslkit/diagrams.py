@@ -223,6 +223,20 @@ def model_shapes(method: str, image_shape=(3, 32, 32), profile: str = "quick"):
 
 # ---------------------------------------------------------------- the six figures
 
+def _grid(c: _Canvas, cx: float, top: float, n: int, cell: float, gap: float, labels=None, hidden=None) -> None:
+    """A small n x n picture of tiles or patches, centred at cx below top: numbered tiles, or
+    patches coloured visible / hidden (grey)."""
+    x0 = cx - (n * cell + (n - 1) * gap) / 2
+    for i in range(n * n):
+        r, col = divmod(i, n)
+        x, y = x0 + col * (cell + gap), top - (r + 1) * cell - r * gap
+        grey = hidden is not None and bool(hidden[i])
+        c.ax.add_patch(FancyBboxPatch((x, y), cell, cell, boxstyle="square,pad=0", lw=0.6, ec="#666666",
+                                      fc="#c8c8c8" if grey else ("#4f7fd0" if hidden is not None else "#fff2bf")))
+        if labels is not None:
+            c.ax.text(x + cell / 2, y + cell / 2, str(labels[i]), ha="center", va="center", fontsize=6.5)
+
+
 def _row(c: _Canvas, y: float, items, x0: float = 0.15, x1: float = _W - 0.15, h: float = 0.55, gap: float = 0.3):
     """Boxes of equal width side by side from x0 to x1, joined by forward arrows."""
     w = (x1 - x0 - gap * (len(items) - 1)) / len(items)
@@ -246,6 +260,13 @@ def _rotation(c: _Canvas, spec, model, s) -> None:
     c.arrow(b[1].top, b[4].top, kind="nograd", rad=-0.18, label=f"label: rotation index k of {angles}",
             label_at=((b[1].cx + b[4].cx) / 2, 2.86))
     c.shape(b[4].cx, b[4].y - 0.07, "labels", "labels (B·K,)", s["labels"])
+    side = min(0.32, (b[1].w - 0.1 * (K - 1)) / K)
+    x0 = b[1].cx - (K * side + (K - 1) * 0.1) / 2
+    for k, angle in enumerate(model.cfg.angles):   # one image at all K angles: its label is k
+        x = x0 + k * (side + 0.1)
+        c.ax.add_patch(FancyBboxPatch((x, 0.7), side, side, boxstyle="square,pad=0", fc="white", ec="#666666", lw=0.6))
+        c.ax.text(x + side / 2, 0.7 + side / 2, "R", rotation=angle, ha="center", va="center", fontsize=9)
+        c.ax.text(x + side / 2, 0.66, str(k), ha="center", va="top", fontsize=6.5, color="#555555")
 
 
 def _jigsaw(c: _Canvas, spec, model, s) -> None:
@@ -254,7 +275,8 @@ def _jigsaw(c: _Canvas, spec, model, s) -> None:
     b = _row(c, 1.65, [("images\n(random grey)", "data"),
                        (f"resize to {cfg.image_size} px, cut\n{cfg.grid}×{cfg.grid} tiles of {t} px\nrandom gap & jitter", "op"),
                        (f"permute the tiles by\none of P = {P}\npermutations", "op"),
-                       (f"ONE tile encoder\nshared by all\nT = {T} tiles", "encoder"),
+                       (f"ONE tile encoder\nshared by T = {T}\nnormalised tiles" if cfg.per_tile_norm
+                        else f"ONE tile encoder\nshared by all\nT = {T} tiles", "encoder"),
                        (f"fc6 per tile ({cfg.tile_dim})\nconcatenate\nin position order", "head"),
                        (f"classifier MLP\n{P}-way", "head"), ("cross-entropy", "loss")], h=0.62, gap=0.26)
     for box, (name, sym) in zip(b, [("x", "x (B, C, H, W)"), ("tiles", "tiles (B, T, C, t, t)"), ("tiles", "(B, T, C, t, t)"),
@@ -265,6 +287,9 @@ def _jigsaw(c: _Canvas, spec, model, s) -> None:
             label=f"label: the permutation's index in the set (min Hamming distance {model.min_distance})",
             label_at=((b[2].cx + b[6].cx) / 2, 2.84))
     c.shape(b[6].cx, b[6].y - 0.07, "labels", "labels (B,)", s["labels"])
+    # the tiles in reading order, then the first permutation of the set: position i shows tile perms[0, i]
+    _grid(c, b[1].cx, 1.12, cfg.grid, 0.17, 0.05, labels=[i + 1 for i in range(T)])
+    _grid(c, b[2].cx, 1.12, cfg.grid, 0.17, 0.05, labels=[int(i) + 1 for i in model.perms[0]])
 
 
 def _two_rows(c: _Canvas, top, bottom, x0: float, widths, gap: float, y_top: float = 2.3, y_bot: float = 0.95,
@@ -292,7 +317,7 @@ def _simclr(c: _Canvas, spec, model, s) -> None:
                          1.55, [1.15, 1.35, 1.9], 0.75)
     c.arrow(img.right, top[0].left)
     c.arrow(img.right, bot[0].left)
-    for i, (name, sym) in enumerate([("views", "2 views stacked (2B, C, H, W)"), ("h", "h (2B, D)"),
+    for i, (name, sym) in enumerate([("views", "views (2B, C, H, W)"), ("h", "h (2B, D)"),
                                      ("z", f"z (2B, {cfg.projection_dim})")]):
         c.shape(top[i].cx, 2.2, name, sym, s[name])
     c.note(top[1].cx, 1.5, "same weights", ha="center", va="center")
@@ -348,7 +373,7 @@ def _byol(c: _Canvas, spec, model, s) -> None:
     # each view goes through both networks: the kit stacks them and runs one pass of each
     top, bot = _two_rows(c, [("online encoder f_θ", "encoder"), ("projector g_θ", "head"), ("predictor q_θ", "head")],
                          [("target encoder f_ξ", "target"), ("target projector g_ξ", "target")],
-                         3.0, [1.45, 1.25, 1.2], 0.4, y_top=2.3, y_bot=0.82, bottom_kind="nograd")
+                         3.0, [1.45, 1.4, 1.2], 0.35, y_top=2.3, y_bot=0.82, bottom_kind="nograd")
     c.arrow(img.right, top[0].left)
     c.arrow(img.right, bot[0].left, kind="nograd")
     for i, (name, sym) in enumerate([("h", "h (2B, D)"), ("y", f"y (2B, {cfg.projection_dim})")]):
@@ -384,11 +409,16 @@ def _mae(c: _Canvas, spec, model, s) -> None:
         else "target: the patches' pixels"
     c.arrow(b[1].top, b[6].top, kind="nograd", rad=-0.13, label=target, label_at=((b[1].cx + b[6].cx) / 2, 2.86))
     c.shape(b[1].cx, 2.68, "patches", "(B, L, p·p·C)", s["patches"])
-    low = 0.78      # below the shape labels of the row
+    g = model.grid   # one random mask of the model's own masking, L patches
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        _, mask, _ = model.random_masking(torch.zeros(1, g * g, 1), cfg.mask_ratio)
+    _grid(c, b[2].cx, 1.13, g, min(0.07, 0.6 / g), 0.01, hidden=mask[0].tolist())
+    low = 0.83      # below the shape labels of the row
     color, ls, _ = _ARROWS["nograd"]
-    c.ax.plot([b[2].cx, b[2].cx, b[6].cx], [b[2].y - 0.42, low, low], color=color, ls=ls, lw=1.4)
+    c.ax.plot([b[2].cx + 0.34, b[6].cx], [low, low], color=color, ls=ls, lw=1.4)
     c.arrow((b[6].cx, low), b[6].bottom, kind="nograd")
-    c.ax.text((b[3].cx + b[4].cx) / 2, low - 0.05, "mask (B, L), 1 = hidden:", ha="right", va="top", fontsize=7.5,
+    c.ax.text((b[3].cx + b[4].cx) / 2, low - 0.05, "mask (B, L), 1 = hidden (grey):", ha="right", va="top", fontsize=7.5,
               color=color)
     c.ax.text((b[3].cx + b[4].cx) / 2 + 0.05, low - 0.05, _fmt(s["mask"]), ha="left", va="top", fontsize=7.5,
               family="monospace", gid="shape:mask")
