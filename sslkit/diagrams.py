@@ -342,10 +342,10 @@ def _moco(c: _Canvas, spec, model, s) -> None:
     c.arrow(img.right, bot[0].left)
     for i, (name, sym) in enumerate([("view", "x_q, x_k (B, C, H, W)"), ("h", "h (B, D)")]):
         c.shape(top[i].cx, 2.2, name, sym, s[name])
-    ema_x = (top[1].cx + top[2].cx) / 2
-    c.arrow((ema_x, top[1].y - 0.02), (ema_x, bot[1].y + bot[1].h + 0.02), kind="ema")
-    c.ax.text(ema_x + 0.08, 1.53, f"EMA, m = {cfg.momentum:g}\nafter each step", fontsize=7.5, color=_ARROWS["ema"][0],
-              va="center")
+    for i in (1, 2):   # the key encoder and its head both follow the query side
+        c.arrow((top[i].cx, top[i].y - 0.5), (top[i].cx, bot[i].y + bot[i].h + 0.02), kind="ema")
+    c.ax.text(top[2].cx + 0.1, 1.53, f"EMA, m = {cfg.momentum:g}\nafter each step", fontsize=7.5,
+              color=_ARROWS["ema"][0], va="center")
     loss = c.box(7.35, 1.9, 2.0, 0.72, f"InfoNCE, τ = {cfg.temperature:g}\n1 positive + K negatives", "loss", size=8)
     c.arrow(top[2].right, loss.left, label="q", label_kw={"fontsize": 8})
     c.shape(top[2].right[0] + 0.45, top[2].y - 0.07, "q", f"q (B, {cfg.projection_dim})", s["q"])
@@ -353,7 +353,7 @@ def _moco(c: _Canvas, spec, model, s) -> None:
     c.arrow(bot[2].right, (loss.x + 0.35, loss.y), kind="nograd", rad=0.15, label="k: the positive",
             label_at=(7.45, 1.28), label_kw={"ha": "left"})
     c.shape(bot[2].right[0] + 0.2, bot[2].y - 0.07, "k", f"k (B, {cfg.projection_dim})", s["k"], ha="left")
-    c.arrow(bot[2].right, queue.left, kind="nograd", label="enqueue B newest", label_at=(8.1, 0.79))
+    c.arrow(bot[2].right, queue.left, kind="nograd", label="enqueue B newest (after the step)", label_at=(7.7, 0.79))
     c.arrow(queue.top, (loss.x + loss.w - 0.3, loss.y), kind="nograd", label="negatives",
             label_at=(queue.cx + 0.12, 1.6), label_kw={"ha": "left"})
     c.arrow(queue.right, (_W - 0.02, queue.right[1]), kind="nograd")
