@@ -77,6 +77,20 @@ class Profile:
     def eval_data(self, data: ImageData) -> ImageData:
         return data.subset(self.eval_train, self.eval_test, seed=0)
 
+    def settings_table(self, methods: tuple[str, ...] = ("rotation", "jigsaw", "simclr", "moco", "byol", "mae")) -> str:
+        """The profile's runs as a Markdown table (backbone, budget, batch, learning rate, method settings),
+        so that a notebook quotes the settings the code has, never a copy of them."""
+        rows = ["| method | backbone | budget | batch | lr | method settings |", "|---|---|---|---|---|---|"]
+        for method in methods:
+            cfg = self.train_config(method)
+            budget = (f"{cfg.steps} steps" if cfg.steps else f"{cfg.epochs:g} epochs" if cfg.epochs
+                      else f"{cfg.minutes:g} minutes")
+            settings = ", ".join(f"{k} {v}" for k, v in self.method_config(method).items()) or "its config's defaults"
+            rows.append(f"| {method} | {self.backbone_for(method)} | {budget} | {cfg.batch_size} | {cfg.lr:g} | {settings} |")
+        evaluation = (f"{self.eval_train:,} / {self.eval_test:,} class-balanced train / test images"
+                      if self.eval_train else "the full train and test splits")
+        return "\n".join(rows) + f"\n\nEvaluation: {evaluation}; projections of {self.plot_points:,} test points."
+
     def data_note(self, data: ImageData) -> str:
         """One sentence for the top of a notebook: which dataset it runs on and what that changes."""
         c, h, w = data.image_shape

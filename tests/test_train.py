@@ -200,3 +200,15 @@ def test_the_data_note_says_which_dataset_and_what_it_changes():
     c = torch.zeros(20, 3, 32, 32, dtype=torch.uint8)
     cifar = ImageData("cifar10", c, y, c[:10], y[:10], list("abcdefghij"))
     assert "CIFAR-10 (20 train / 10 test images, 32x32 colour, 10 classes)" in profile.data_note(cifar)
+
+
+def test_the_settings_table_is_the_profile_itself():
+    from sslkit.profiles import get_profile
+
+    quick = get_profile("quick")
+    table = quick.settings_table()
+    cfg = quick.train_config("mae")
+    assert f"| mae | {quick.backbone_for('mae')} | {cfg.steps} steps | {cfg.batch_size} | {cfg.lr:g} |" in table
+    assert "temperature 0.2" in table.splitlines()[4]          # simclr's row: the quick profile's temperature
+    assert f"{quick.eval_train:,} / {quick.eval_test:,}" in table
+    assert "the full train and test splits" in get_profile("full").settings_table()
