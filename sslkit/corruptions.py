@@ -7,13 +7,16 @@ their `make_cifar_c.py`, so no download is needed and any image set can be corru
 
     gaussian_noise   add N(0, sigma), sigma 0.04 ... 0.10 (pixel range 0-1)
     gaussian_blur    blur with sigma 0.4 ... 1.0 px
-    contrast         pull every pixel towards the image's mean, keeping 0.75 ... 0.15 of the contrast
+    contrast         pull every pixel towards its channel's mean in the image, keeping 0.75 ... 0.15 of the contrast
     brightness       add 0.05 ... 0.3 to the value channel in HSV
     jpeg             JPEG at quality 80 ... 40 (Pillow's encoder and decoder)
-    pixelate         shrink to 0.95 ... 0.65 of the side and blow back up (box filter both ways)
+    pixelate         shrink to 0.95 ... 0.65 of the side (truncated to whole pixels) and blow back up
+                     (box filter both ways)
 
 Every corruption takes uint8 ``(N, C, H, W)`` images and returns uint8 images of the same shape;
-the random ones (noise) are seeded, so the same call gives the same images.
+the random ones (noise) are seeded, so the same call gives the same images. One deviation from
+`make_cifar_c.py`: the result is rounded to uint8, where its `np.uint8(...)` truncates (at most one
+grey level lower there).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ def _blur(x: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
 
 
 def _contrast(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
-    mean = x.mean((1, 2, 3), keepdim=True)
+    mean = x.mean((2, 3), keepdim=True)    # per image and channel: make_cifar_c.py's np.mean(x, axis=(0, 1))
     return (x - mean) * c + mean
 
 
@@ -63,7 +66,8 @@ def _jpeg(x: torch.Tensor, quality: float, g: torch.Generator) -> torch.Tensor:
 
 
 def _pixelate(x: torch.Tensor, c: float, g: torch.Generator) -> torch.Tensor:
-    return _with_pil(x, lambda im: im.resize((max(1, round(im.width * c)), max(1, round(im.height * c))), 4)   # BOX
+    # int(), as make_cifar_c.py's int(32 * c): 0.85 of 32 px is 27 px, not 28
+    return _with_pil(x, lambda im: im.resize((max(1, int(im.width * c)), max(1, int(im.height * c))), 4)   # BOX
                      .resize((im.width, im.height), 4))
 
 

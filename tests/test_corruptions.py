@@ -36,14 +36,31 @@ def test_what_each_corruption_does(images):
     x = images.float()
     contrast = corrupt(images, "contrast", 5).float()
     assert contrast.std((1, 2, 3)).mean() < 0.25 * x.std((1, 2, 3)).mean()      # severity 5 keeps 15% of the contrast
-    assert torch.allclose(contrast.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=1.0)  # around the same mean
+    # each channel keeps its own mean (make_cifar_c.py: np.mean(x, axis=(0, 1)) of an HxWxC image), so the
+    # image's colour cast stays: a single mean over the channels would pull every channel to one grey
+    assert torch.allclose(contrast.mean((2, 3)), x.mean((2, 3)), atol=1.0)
+    red = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    red[:, 0] = 200
+    red[:, 0, :4] = 120
+    assert corrupt(red, "contrast", 5)[0, :, 0, 0].tolist() == [154, 0, 0]   # 160 + (120 - 160) * 0.15
     assert corrupt(images, "brightness", 5).float().mean() > x.mean() + 20
     noise = corrupt(images, "gaussian_noise", 5).float() - x
     assert 18 < float(noise.std()) < 30                                           # sigma 0.10 of 255, clipped
     blurred = corrupt(images, "gaussian_blur", 5).float()
     assert (blurred[..., 1:] - blurred[..., :-1]).abs().mean() <= (x[..., 1:] - x[..., :-1]).abs().mean()
-    pix = corrupt(images, "pixelate", 5)                                          # 21-px blocks blown up: repeats
+    pix = corrupt(images, "pixelate", 5)                                          # 20-px blocks blown up: repeats
     assert (pix[..., 1:] == pix[..., :-1]).float().mean() > (images[..., 1:] == images[..., :-1]).float().mean()
+
+
+def test_pixelate_truncates_the_size_as_make_cifar_c():
+    from PIL import Image
+    import numpy as np
+
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    im = Image.fromarray(x[0].permute(1, 2, 0).numpy())
+    for severity, c in zip(SEVERITIES, CORRUPTIONS["pixelate"][1]):        # int(32 * 0.85) = 27, round would give 28
+        expected = np.asarray(im.resize((int(32 * c), int(32 * c)), Image.BOX).resize((32, 32), Image.BOX))
+        assert torch.equal(corrupt(x, "pixelate", severity)[0].permute(1, 2, 0), torch.from_numpy(expected.copy()))
 
 
 def test_bad_input_is_one_sentence(images):
