@@ -26,6 +26,9 @@ WRONG = [
         (lambda z: (z @ z.T / t).fill_diagonal_(-math.inf))(torch.cat([z1, z2])), torch.arange(2 * len(z1)).roll(len(z1))),
      "normalise z first"),
     ("nt_xent", lambda z1, z2, t=0.5: nt_xent(z1, z2, 1 / t), "do not multiply"),
+    # the temperature ignored (divided by 1) or fixed at the default: its own sentence, not the positive-index hint
+    ("nt_xent", lambda z1, z2, t=0.5: nt_xent(z1, z2, 1.0), "ignores the temperature"),
+    ("nt_xent", lambda z1, z2, t=0.5: nt_xent(z1, z2, 0.5), "ignores the temperature"),
     ("nt_xent", lambda z1, z2, t=0.5: nt_xent(z1, z2, t).item(), "carries no gradient"),
     ("nt_xent", lambda z1, z2, t=0.5: nt_xent(z1[:, :3], z2, t), "RuntimeError"),
     ("cosine_similarity", lambda z: z @ z.T, "normalise each row"),

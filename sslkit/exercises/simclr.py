@@ -40,6 +40,11 @@ def check_nt_xent(fn: Callable) -> str:
         raise _Wrong(f"on two images with identical views at temperature 0.05 your loss is {cold.item()}; it should "
                      "approach 0: exp(similarity / temperature) overflows, so let F.cross_entropy or torch.logsumexp "
                      "do the exponentials (and mask the diagonal with -inf before them, not after).")
+    for fixed in (1.0, 0.5):      # before the diagonal test: such a loss can land near log 2 by chance
+        if _close(cold, nt_xent(z, z.clone(), fixed), rtol=1e-3):
+            raise _Wrong(f"on two images with identical views your loss at temperature 0.05 equals the right loss at "
+                         f"temperature {fixed}, so it ignores the temperature it is given: divide the cosine "
+                         "similarities by the temperature argument.")
     if abs(cold.item() - math.log(2)) < 0.05:
         raise _Wrong("on two images whose two views are identical, the loss should approach 0 as the temperature "
                      f"falls; yours approaches log 2 = 0.69 ({cold.item():.2f} at 0.05), so each view is probably "
@@ -61,11 +66,17 @@ def check_nt_xent(fn: Callable) -> str:
     if _close(got, nt_xent(z1, z2, 2.0), rtol=1e-3):
         raise _Wrong("your loss at temperature 0.5 equals the right loss at temperature 2: divide the "
                      "similarities by the temperature, do not multiply.")
+    if _close(got, nt_xent(z1, z2, 1.0), rtol=1e-3) and not _close(want, nt_xent(z1, z2, 1.0), rtol=1e-3):
+        raise _Wrong("your loss at temperature 0.5 equals the right loss at temperature 1, so it ignores the "
+                     "temperature: divide the cosine similarities by the temperature argument.")
     if not _close(got, want, rtol=1e-4):
         raise _Wrong(f"on {on} the loss should be {want.item():.4f}; yours is {got.item():.4f} (check which index "
                      "is each anchor's positive: view i pairs with view i + N).")
     for t in (0.1, 1.0):
         a, b = _nt_xent_call(fn, z1, z2, t, on), nt_xent(z1, z2, t)
+        if _close(a, got, rtol=1e-4) and not _close(b, want, rtol=1e-3):
+            raise _Wrong(f"your loss is the same at temperature {t} as at 0.5, so it uses a fixed temperature: "
+                         "divide by the temperature argument the function is given.")
         if not _close(a, b, rtol=1e-4):
             raise _Wrong(f"at temperature {t} the loss should be {b.item():.4f}; yours is {a.item():.4f}.")
     # gradients, on a batch of two as well
