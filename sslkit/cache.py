@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -137,3 +138,92 @@ def config_key(config: dict) -> str:
 def run_dir_for(config: dict) -> Path:
     """The cache folder of a training run with this configuration."""
     return cache_root() / "runs" / f"{config['method']}-{config_key(config)}"
+
+
+# ------------------------------------------------------------------------- frozen features
+
+# What a feature or result file's name is made of, besides the encoder and the images: a new
+# value makes every old entry a miss (bump it when the extraction or a protocol changes).
+FEATURES_VERSION = "1"
+_digests: dict = {}             # id(tensor) -> (weak reference, in-place version, digest)
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes. Remembered for the tensor object itself (a weak
+    reference, so a new tensor at a freed address is hashed anew) for as long as it is not changed
+    in place (its version counter): the 50,000 training images are hashed once."""
+    memo = _digests.get(id(t))
+    if memo is not None and memo[0]() is t and memo[1] == t._version:
+        return memo[2]
+    h = hashlib.sha256(f"{t.dtype} {tuple(t.shape)}".encode())
+    if t.numel():
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digest = h.hexdigest()
+    if t.numel() > 100_000:             # only big tensors are worth remembering
+        for k in [k for k, v in _digests.items() if v[0]() is None]:
+            del _digests[k]
+        _digests[id(t)] = (weakref.ref(t), t._version, digest)
+    return digest
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's architecture (its repr) and every tensor of its state: two encoders
+    with the same digest compute the same features."""
+    h = hashlib.sha256(repr(module).encode())
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor_digest(t).encode())
+    return h.hexdigest()
+
+
+def features_key(encoder: torch.nn.Module, images: torch.Tensor, **settings) -> str:
+    """The cache key of ``encoder``'s features of ``images`` under ``settings`` (autocast, device
+    type, ...), with torch's version: a different weight, image or setting gives another key."""
+    parts = {"encoder": module_digest(encoder), "images": tensor_digest(images), "torch": torch.__version__,
+             "version": FEATURES_VERSION, **settings}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def cache_limit_bytes() -> int:
+    """``$SSLKIT_FEATURE_CACHE_MB`` (default 2048) megabytes for features and results; 0 turns
+    the feature cache off."""
+    return int(float(os.environ.get("SSLKIT_FEATURE_CACHE_MB", "2048")) * 2**20)
+
+
+def features_dir() -> Path:
+    return cache_root() / "features"
+
+
+def load_cached(key: str) -> Any | None:
+    """The object stored under ``key`` in the feature cache, or None (a miss, or an unreadable file,
+    which is then removed). A hit touches the file, so pruning removes the least recently used."""
+    path = features_dir() / f"{key}.pt"
+    if cache_limit_bytes() <= 0 or not path.exists():
+        return None
+    try:
+        obj = torch.load(path, weights_only=True)
+        os.utime(path)
+        return obj
+    except Exception:           # a damaged or foreign file is a miss, never an error
+        path.unlink(missing_ok=True)
+        return None
+
+
+def store_cached(key: str, obj: Any) -> None:
+    """Store ``obj`` (tensors, numbers, dicts) under ``key`` atomically, then prune the folder to
+    :func:`cache_limit_bytes`, oldest use first. A cache that cannot be written is skipped silently:
+    it only saves time."""
+    limit = cache_limit_bytes()
+    if limit <= 0:
+        return
+    folder = features_dir()
+    try:
+        atomic_save(obj, folder / f"{key}.pt")
+        files = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        total = 0
+        for p in files:
+            total += p.stat().st_size
+            if total > limit:
+                p.unlink(missing_ok=True)
+    except OSError:
+        pass

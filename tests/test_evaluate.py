@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -41,12 +42,33 @@ def test_linear_probe_and_few_shot():
     assert 0.5 < mean <= 1.0 and std >= 0.0
 
 
+def test_torch_probe_agrees_with_scikit_learn():
+    import warnings
+
+    from sslkit.evaluate import fit_linear_probe
+
+    f, y = clusters(n_per_class=60, noise=2.5)        # overlapping classes: the optimum is not trivial
+    tf, ty = clusters(n_per_class=60, noise=2.5, seed=3)
+    y, ty = 2 * y + 3, 2 * ty + 3                      # labels need not be 0..k-1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                 # converged: no ConvergenceWarning from either
+        ours = fit_linear_probe(f, y, solver="torch")
+        theirs = fit_linear_probe(f, y, solver="sklearn")
+    assert 0.6 < ours.score(tf, ty) < 1.0
+    assert (ours.predict(tf.numpy()) == theirs.predict(tf.numpy())).mean() > 0.99
+    assert abs(ours.score(tf.numpy(), ty.numpy()) - theirs.score(tf.numpy(), ty.numpy())) <= 0.005
+    lr = theirs[-1]                                    # the same weights: the same objective, solved
+    assert np.allclose(ours.weight.numpy().T, lr.coef_, atol=1e-2 * np.abs(lr.coef_).max())   # both stop at a gradient of 1e-4
+    with pytest.raises(ValueError, match="at least two classes"):
+        fit_linear_probe(f[:10], torch.zeros(10, dtype=torch.long))
+
+
 def test_extract_features_uses_eval_mode_and_restores_it():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten())
     net.train()
     x = torch.randint(0, 255, (6, 3, 5, 5), dtype=torch.uint8)
-    a = extract_features(net, x, batch_size=2)
-    b = extract_features(net, x, batch_size=6)
+    a = extract_features(net, x, batch_size=2, cache=False)
+    b = extract_features(net, x, batch_size=6, cache=False)
     assert torch.allclose(a, b, atol=1e-5)   # batch statistics would make these differ
     assert net.training and a.shape == (6, 36)
 
