@@ -112,6 +112,7 @@ def cmd_pretrain(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from sslkit.cache import atomic_write_json
+    from sslkit.data import load_dataset
     from sslkit.evaluate import compare_with_random_init, format_table
     from sslkit.train import build_method, load_run, resolve_device
 
@@ -120,16 +121,30 @@ def cmd_evaluate(args) -> int:
         raise FileNotFoundError(f"run folder {args.run_dir} does not exist: give the --out folder of a `pretrain` run.")
     run = load_run(args.run_dir, data_root=args.data_root, device=str(device))
     random_init = build_method(run.spec, run.data).encoder.to(device)
-    data = run.data.subset(args.max_train, args.max_test) if (args.max_train or args.max_test) else run.data
+    data = run.data
+    if args.dataset:                     # labelled images other than the ones it was pre-trained on
+        data = load_dataset(args.dataset, args.data_root)
+        if data.image_shape != run.data.image_shape:
+            raise ValueError(f"{args.dataset} has images of shape {tuple(data.image_shape)}, but the run was trained "
+                             f"on {tuple(run.data.image_shape)}: give labelled images of the run's shape.")
+    found = sorted({data.classes[int(c)] for c in data.train_y.unique()})
+    if len(found) < 2:                   # pre-training needs no labels; the probes need two classes at least
+        raise ValueError(f"evaluation needs labelled images of at least two classes, but {data.name} has "
+                         f"{'one class, ' + repr(found[0]) + ',' if found else 'no labelled images,'} in its "
+                         f"{len(data.train_x)} train images: give "
+                         f"labelled images of the same shape with --dataset, a named dataset or a folder laid out "
+                         f"as train/<class>/*.jpg with two or more class folders.")
+    if args.max_train or args.max_test:
+        data = data.subset(args.max_train, args.max_test)
     print(f"evaluating {args.run_dir} on {len(data.train_x)} train / {len(data.test_x)} test images "
-          f"({run.spec.dataset}), frozen features, eval mode ...")
+          f"({args.dataset or run.spec.dataset}), frozen features, eval mode ...")
     t0 = time.time()
     results = compare_with_random_init(run.encoder, random_init, data, device=device)
     print(format_table(results))
     print(f"(kNN: k=200 cosine, T=0.1; linear: logistic regression; 10-shot: mean ± std over 5 draws; "
           f"{time.time() - t0:.0f} s)")
     if args.json:
-        atomic_write_json({"run": str(args.run_dir), "method": run.spec.method, "dataset": run.spec.dataset,
+        atomic_write_json({"run": str(args.run_dir), "method": run.spec.method, "dataset": args.dataset or run.spec.dataset,
                            "backbone": run.spec.backbone, "n_train": len(data.train_x), "n_test": len(data.test_x),
                            "results": results}, args.json)
         print(f"wrote {args.json}")
@@ -302,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--json", help="also write the results to this file")
     e.add_argument("--data-root")
+    e.add_argument("--dataset", help="labelled images to evaluate on instead of the run's own (a named dataset or "
+                                     "a folder train/<class>/*.jpg of the same image shape)")
     e.add_argument("--max-train", type=int, help="evaluate on a class-balanced subset of the train split")
     e.add_argument("--max-test", type=int)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

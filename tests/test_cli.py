@@ -68,3 +68,34 @@ def test_evaluate_refuses_an_unfinished_run(tmp_path):
     (out / "config.json").write_text("{}")
     r = sslkit("evaluate", str(out))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def _folder(root, classes, n=12, size=16):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / "train" / c / f"{i}.png")
+    return root
+
+
+def test_a_one_class_folder_pretrains_and_its_evaluation_says_what_is_missing(tmp_path):
+    folder, out = _folder(tmp_path / "cats", ["cat"]), tmp_path / "run"
+    r = sslkit("pretrain", "simclr", "--dataset", str(folder), "--steps", "2", "--batch-size", "4", "--out", str(out),
+               "--device", "cpu")
+    assert r.returncode == 0, r.stderr                        # SSL needs no labels: one folder is fine
+    r = sslkit("evaluate", str(out), "--json", str(tmp_path / "res.json"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs labelled images of at least two classes" in lines[0], r.stderr
+    assert "one class, 'cat'" in lines[0] and "--dataset" in lines[0] and "np.int64" not in lines[0]
+    assert not (tmp_path / "res.json").exists()
+    # pointed at labelled images of the same shape, it evaluates (in this process: no second start-up)
+    from sslkit.cli import main
+
+    labelled = _folder(tmp_path / "pets", ["cat", "dog"])
+    assert main(["evaluate", str(out), "--dataset", str(labelled), "--json", str(tmp_path / "res.json")]) == 0
+    assert json.loads((tmp_path / "res.json").read_text())["dataset"] == str(labelled)
