@@ -357,8 +357,12 @@ def ema_explorer(online: torch.Tensor | None = None, steps: int = 400, seed: int
 
 
 def mask_explorer(mae, images: torch.Tensor, n: int = 6, seed: int = 0) -> W.Widget:
-    """MAE's mask-ratio slider on a trained model: original, masked input and reconstruction of
-    ``n`` images side by side, with the masked-patch error at that ratio.
+    """MAE's mask-ratio slider on a trained model: original, masked input, what the decoder is trained
+    to output and the model's reconstruction of ``n`` images, with the masked-patch error at that ratio.
+
+    The reconstruction's hidden patches are the model's prediction alone (:meth:`MAE.reconstruct`):
+    with per-patch normalised targets both the target and the reconstruction rows are drawn in those
+    units, never with the hidden patches' true mean and spread.
 
     Args:
         mae: a trained :class:`sslkit.methods.mae.MAE`.
@@ -370,6 +374,7 @@ def mask_explorer(mae, images: torch.Tensor, n: int = 6, seed: int = 0) -> W.Wid
                           layout=W.Layout(width="420px"))
     x = images[:n].float().div(255).to(mae.encoder.mean.device)
     out = W.Output()
+    normalised = mae.cfg.norm_pix_loss
 
     def draw(r):
         r = min(max(r, 0.5 / L + 1e-6), 1 - 0.5 / L - 1e-6)   # keep at least one patch on each side
@@ -378,15 +383,21 @@ def mask_explorer(mae, images: torch.Tensor, n: int = 6, seed: int = 0) -> W.Wid
         torch.manual_seed(seed)          # the same noise for every ratio: masks grow as the ratio does
         rec = mae.reconstruct(x, r)
         mae.train(was_training)
-        hidden = rec["mask"].bool()
-        mse = float(((rec["reconstruction"] - rec["original"])[hidden] ** 2).mean()) if hidden.any() else 0.0
         with out:
             out.clear_output(wait=True)
-            rows = torch.cat([rec["original"], rec["masked"], rec["reconstruction"]]).cpu()
-            fig, ax = plt.subplots(figsize=(1.1 * n + 1, 3.9))
-            image_grid(rows, nrow=n, ax=ax, title=f"rows: original, masked input, reconstruction\nmask ratio "
-                                                 f"{r:.2f}: {int(round(L * (1 - r)))} of {L} patches visible; "
-                                                 f"MSE on the hidden pixels {mse:.4f}")
+            if normalised:
+                rows = torch.cat([rec["original"], rec["masked"], rec["target"], rec["reconstruction"]]).cpu()
+                names = ("rows: original, masked input, target (each patch normalised by its own mean and std),\n"
+                         "reconstruction (visible patches as the target, hidden ones as predicted, same units)")
+                units = "per-patch normalised units"
+            else:
+                rows = torch.cat([rec["original"], rec["masked"], rec["reconstruction"]]).cpu()
+                names = "rows: original, masked input, reconstruction (hidden patches as predicted, in pixels)"
+                units = "the encoder's normalised pixels"
+            fig, ax = plt.subplots(figsize=(1.1 * n + 1, 1.3 * (rows.shape[0] // n) + 0.9))
+            image_grid(rows, nrow=n, ax=ax, title=f"{names}\nmask ratio {r:.2f}: {int(round(L * (1 - r)))} of {L} "
+                                                 f"patches visible; MSE on the hidden patches {float(rec['loss']):.3f} "
+                                                 f"({units})")
             plt.show()
 
     _on_change({"r": ratio}, draw)

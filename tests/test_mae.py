@@ -95,14 +95,42 @@ def test_forward_returns_loss_pred_mask():
     assert out.features.shape == (4, 128)
 
 
-def test_reconstruction_keeps_the_visible_patches():
-    m = make_mae(16).eval()
+@pytest.mark.parametrize("norm_pix_loss", [True, False])
+def test_reconstruction_keeps_the_visible_patches(norm_pix_loss):
+    m = make_mae(16, norm_pix_loss=norm_pix_loss).eval()
     x = torch.rand(2, 3, 16, 16)
     r = m.reconstruct(x, 0.5)
     visible = r["mask"] == 0
-    assert torch.allclose(r["reconstruction"][visible], x[visible], atol=1e-5)
+    # the visible patches are drawn as the target is: the pixels, or each patch in its own normalised units
+    assert torch.allclose(r["reconstruction"][visible], r["target"][visible], atol=1e-5)
     assert torch.equal(r["masked"][visible], x[visible])
     assert 0.4 < float(r["mask"].mean()) < 0.6
+    if norm_pix_loss:
+        from sslkit.methods.mae import NORMALISED_UNIT
+        want = (m.unpatchify(m.targets(x)) * NORMALISED_UNIT + 0.5).clamp(0, 1)
+    else:
+        want = x
+    assert torch.allclose(r["target"], want, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm_pix_loss", [True, False])
+def test_reconstruction_uses_nothing_of_the_hidden_patches(norm_pix_loss):
+    """The figure's hidden patches are the prediction alone: changing what is under the mask (its mean,
+    its contrast, its content) changes the target row, never the reconstruction."""
+    m = make_mae(16, norm_pix_loss=norm_pix_loss).eval()
+    x = torch.rand(2, 3, 16, 16)
+    torch.manual_seed(3)
+    r = m.reconstruct(x, 0.75)
+    hidden = r["mask"].bool()
+    other = torch.where(hidden, (x * 3 + 0.2).clamp(0, 1).flip(-1), x)   # new hidden content, brighter and stronger
+    torch.manual_seed(3)                                                  # the same mask
+    r2 = m.reconstruct(other, 0.75)
+    assert torch.equal(r2["mask"], r["mask"])
+    assert torch.allclose(r2["reconstruction"], r["reconstruction"], atol=1e-6)
+    assert not torch.allclose(r2["target"][hidden], r["target"][hidden], atol=1e-3)
+    # the error it reports is the loss on those patches, in the loss's units
+    torch.manual_seed(3)
+    assert torch.allclose(r["loss"], m(x, 0.75).loss, atol=1e-5)
 
 
 def test_loss_falls_below_predicting_each_patch_mean_on_a_small_batch(fit):

@@ -7,7 +7,7 @@ pixels of the hidden patches. The loss is the mean squared error on the hidden p
 against targets normalised per patch. The encoder is kept; the decoder is thrown away.
 
 He, Chen, Xie, Li, Dollár, Girshick. "Masked Autoencoders Are Scalable Vision Learners."
-CVPR 2022. https://arxiv.org/abs/2111.06377 (reference code: facebookresearch/mae, models_mae.py)
+CVPR 2022 (arXiv 2021). https://arxiv.org/abs/2111.06377 (reference code: facebookresearch/mae, models_mae.py)
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ import torch.nn as nn
 from sslkit.augment import random_resized_crop
 from sslkit.backbones import Encoder, ViT, sincos_position_embedding
 from sslkit.methods.base import MethodOutput, SSLMethod
+
+
+# how figures draw per-patch normalised values: 0 is mid-grey and one unit (one standard deviation of
+# the patch) is 0.2 of the [0, 1] range, so +-2.5 units fill it; a fixed number, taken from no image
+NORMALISED_UNIT = 0.2
 
 
 @dataclass
@@ -155,20 +160,34 @@ class MAE(SSLMethod):
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, mask_ratio: float | None = None) -> dict[str, torch.Tensor]:
-        """For figures: ``masked`` input (hidden patches grey), ``reconstruction`` (visible patches as
-        they were, hidden ones predicted) and the ``mask``, all (B, C, H, W) in [0, 1].
+        """For figures, drawn from what the model computes and from the visible patches only.
 
-        With ``norm_pix_loss`` the prediction is in per-patch normalised units; it is mapped back
-        with each true patch's mean and std, as the paper's own visualisations do.
+        Returns, all (B, C, H, W) in [0, 1]: ``original``; ``masked`` (hidden patches grey); ``mask``
+        (1 = hidden); ``target``, what the decoder is trained to output; ``reconstruction``, the
+        visible patches as in ``target`` and the hidden ones as the model predicts them; and ``loss``,
+        the mean squared error on the hidden patches in the loss's own units (a 0-d tensor).
+
+        With pixel targets (``norm_pix_loss=False``, the variant the paper's authors trained for their
+        figures: facebookresearch/mae, PRETRAIN.md and demo/mae_visualize.ipynb) the prediction is
+        pixels, ``target`` is the original image and ``reconstruction`` the prediction pasted into it.
+        With per-patch normalised targets the prediction has no mean or spread of its own: drawing
+        it as pixels would take each hidden patch's true mean and std, which the model never saw.
+        Both ``target`` and ``reconstruction`` are then drawn in per-patch normalised units with one
+        fixed mapping (0 is mid-grey, one unit is :data:`NORMALISED_UNIT` of the [0, 1] range), the
+        target's patches each normalised by its own statistics exactly as the loss does.
         """
         x = images
         latent, mask, ids_restore = self.forward_encoder(x, self.cfg.mask_ratio if mask_ratio is None else mask_ratio)
-        pred = self.forward_decoder(latent, ids_restore).float()
-        true = self.patchify((x - self.encoder.mean) / self.encoder.std)
+        pred = self.forward_decoder(latent, ids_restore).float()          # (B, L, p*p*C), the loss's units
+        target = self.targets(x)                                           # (B, L, p*p*C), the same units
+        hidden = mask.bool().unsqueeze(-1)
+        loss = (((pred - target) ** 2).mean(-1) * mask).sum() / mask.sum()
+        shown = torch.where(hidden, pred, target)                          # hidden patches: the prediction alone
         if self.cfg.norm_pix_loss:
-            pred = pred * (true.var(-1, keepdim=True) + 1e-6) ** 0.5 + true.mean(-1, keepdim=True)
-        pasted = torch.where(mask.bool().unsqueeze(-1), pred, true)
-        to_image = lambda patches: (self.unpatchify(patches) * self.encoder.std + self.encoder.mean).clamp(0, 1)
-        pixel_mask = self.unpatchify(mask.unsqueeze(-1).expand_as(true)).bool()
+            to_image = lambda patches: (self.unpatchify(patches) * NORMALISED_UNIT + 0.5).clamp(0, 1)
+        else:
+            to_image = lambda patches: (self.unpatchify(patches) * self.encoder.std + self.encoder.mean).clamp(0, 1)
+        pixel_mask = self.unpatchify(mask.unsqueeze(-1).expand_as(target)).bool()
         return {"original": x, "masked": torch.where(pixel_mask, torch.full_like(x, 0.5), x),
-                "reconstruction": to_image(pasted), "mask": pixel_mask.float()}
+                "target": to_image(target), "reconstruction": to_image(shown), "mask": pixel_mask.float(),
+                "loss": loss}
