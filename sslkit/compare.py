@@ -118,6 +118,7 @@ def compare(entries: list[Entry], data: ImageData, *, shots: tuple[int, ...] = S
     out = {}
     for e in entries:
         enc = e.encoder.to(device).eval()
+        # extracted once (or read from the feature cache) and shared by every protocol below
         tr, te = extract_features(enc, data.train_x, device=device), extract_features(enc, data.test_x, device=device)
         row = {"backbone": e.backbone, "kind": e.kind, "source": e.source,
                "knn": knn_accuracy(tr, data.train_y, te, data.test_y),

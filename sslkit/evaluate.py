@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.backbones import eval_batch_size
-from sslkit.cache import features_key, load_cached, store_cached
+from sslkit.cache import features_key, load_cached, store_cached, tensor_digest
 from sslkit.data import ImageData
 from sslkit.loop import TrainConfig, lr_at
 
@@ -316,7 +316,8 @@ def depth_groups(encoder: torch.nn.Module) -> list[list[torch.nn.Parameter]]:
 
 def fine_tune(encoder: torch.nn.Module, data: ImageData, steps: int = 200, batch_size: int = 128,
               lr: float = 1e-3, weight_decay: float = 0.05, layer_decay: float | None = 0.75, seed: int = 0,
-              device: str | torch.device | None = None, train_groups: int | None = None) -> float:
+              device: str | torch.device | None = None, train_groups: int | None = None,
+              cache: bool = True) -> float:
     """Fine-tuning: a copy of the whole encoder plus a linear head, trained with the labels for a
     fixed number of steps; returns the test accuracy in [0, 1].
 
@@ -329,12 +330,31 @@ def fine_tune(encoder: torch.nn.Module, data: ImageData, steps: int = 200, batch
     are the most general, move least (``None``: one lr for everything). The encoder passed in is
     not changed. ``train_groups`` n trains only the n deepest groups (and the head), the rest
     frozen (its BatchNorm statistics too); None trains everything.
+
+    ``cache``: the accuracy is kept in the feature cache under the encoder's and the images' sha256,
+    every setting, the device type, torch's version and its thread count (the order of float sums),
+    so the same fine-tuning on the same machine is run once.
     """
+    device = torch.device(device) if device is not None else next(encoder.parameters()).device
+    settings = dict(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay,
+                    seed=seed, train_groups=train_groups, device=device.type, threads=torch.get_num_threads(),
+                    test=tensor_digest(data.test_x), train_y=tensor_digest(data.train_y),
+                    test_y=tensor_digest(data.test_y), protocol="fine_tune")
+    key = features_key(encoder, data.train_x, **settings) if cache else None
+    hit = load_cached(key) if key else None
+    if isinstance(hit, dict) and "accuracy" in hit:
+        return float(hit["accuracy"])
+    acc = _fine_tune(encoder, data, steps, batch_size, lr, weight_decay, layer_decay, seed, device, train_groups)
+    if key:
+        store_cached(key, {"accuracy": acc})
+    return acc
+
+
+def _fine_tune(encoder, data, steps, batch_size, lr, weight_decay, layer_decay, seed, device, train_groups) -> float:
     import copy
 
     from sslkit.augment import random_resized_crop
 
-    device = torch.device(device) if device is not None else next(encoder.parameters()).device
     torch.manual_seed(seed)
     body = copy.deepcopy(encoder)
     head = torch.nn.Linear(encoder.dim, len(data.classes))

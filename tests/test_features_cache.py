@@ -97,3 +97,21 @@ def test_a_new_tensor_is_hashed_anew():
     del a                                                  # a new tensor may reuse the freed memory
     b = images(n=2000, seed=1)
     assert cache.tensor_digest(b) != first
+
+
+def test_fine_tuning_is_run_once_per_encoder_data_and_setting(monkeypatch):
+    from sslkit import evaluate
+    from sslkit.data import load_dataset
+    from sslkit.train import RunSpec, TrainConfig, build_method
+
+    data = load_dataset("digits").subset(200, 100)
+    enc = build_method(RunSpec("simclr", "digits", train=TrainConfig(steps=1)), data).encoder
+    first = evaluate.fine_tune(enc, data, steps=2, batch_size=16)
+    with monkeypatch.context() as m:
+        m.setattr(evaluate, "_fine_tune", lambda *a: pytest.fail("fine-tuned again"))
+        assert evaluate.fine_tune(enc, data, steps=2, batch_size=16) == first
+    runs = []
+    monkeypatch.setattr(evaluate, "_fine_tune", lambda *a: runs.append(a) or 0.5)
+    evaluate.fine_tune(enc, data, steps=3, batch_size=16)                 # another budget
+    evaluate.fine_tune(enc, data.subset(100, 100), steps=2, batch_size=16)   # other images
+    assert len(runs) == 2
