@@ -190,7 +190,8 @@ def jigsaw_viewer(images: torch.Tensor, method=None, cfg=None, seed: int = 0) ->
     import math
     from dataclasses import replace
 
-    from sslkit.methods.jigsaw import JigsawConfig, assemble, cut_tiles, greedy_permutations, shuffle_tiles, unshuffle_tiles
+    from sslkit.methods.jigsaw import (JigsawConfig, assemble, cut_tiles, greedy_permutations, min_hamming_distance,
+                                       shuffle_tiles, unshuffle_tiles)
 
     cfg = cfg or (method.cfg if method is not None else JigsawConfig(num_permutations=100))
     n_perms = cfg.num_permutations
@@ -230,7 +231,9 @@ def jigsaw_viewer(images: torch.Tensor, method=None, cfg=None, seed: int = 0) ->
                 out.clear_output(wait=True)
                 print(e)
             return
-        perms, min_distance = greedy_permutations(grid ** 2, c.num_permutations, c.permutation_seed)
+        own = method is not None and grid == method.cfg.grid and c.num_permutations == len(method.perms)
+        # a trained model's puzzles come from its own set (a reference keeps the set it was trained with)
+        perms = method.perms.cpu() if own else greedy_permutations(grid ** 2, c.num_permutations, c.permutation_seed)[0]
         label = min(label, len(perms) - 1)
         torch.manual_seed(seed + index)          # the same jitter while only the permutation changes
         tiles = cut_tiles(images[index: index + 1].float().div(255), c)        # (1, T, C, t, t)
@@ -255,7 +258,7 @@ def jigsaw_viewer(images: torch.Tensor, method=None, cfg=None, seed: int = 0) ->
             for ax in axes:
                 ax.axis("off")
             fig.suptitle(f"{grid}x{grid} grid, {c.tile_size}-px tiles in {c.cell_size}-px cells of the image resized "
-                         f"to {c.image_size} px; the set's minimum Hamming distance is {int(min_distance[-1])}",
+                         f"to {c.image_size} px; the set's minimum Hamming distance is {min_hamming_distance(perms)}",
                          fontsize=9)
             fig.tight_layout()
             plt.show()
@@ -265,11 +268,18 @@ def jigsaw_viewer(images: torch.Tensor, method=None, cfg=None, seed: int = 0) ->
 
 
 def permutation_set_explorer(n_tiles: int = 9, max_size: int = 2000, seed: int = 0) -> W.Widget:
-    """Set size against minimum Hamming distance for the greedy permutation set, and the
-    pairwise distances of the chosen set beside those of random permutations."""
+    """The paper's permutation set (Algorithm 1: each new permutation the one with the largest mean
+    Hamming distance to those chosen) as it grows: set size against its mean and its minimum
+    distance, and the pairwise distances of the chosen set beside those of random permutations."""
+    import numpy as np
+
     from sslkit.methods.jigsaw import greedy_permutations
 
     perms, min_distance = greedy_permutations(n_tiles, max_size, seed)
+    p_t = perms.numpy().T
+    sums = np.array([0] + [(p_t[:, :i] != p_t[:, i:i + 1]).sum() for i in range(1, max_size)]).cumsum()
+    sizes = np.arange(1, max_size + 1)
+    mean_distance = np.where(sizes > 1, sums / np.maximum(1, sizes * (sizes - 1) / 2), np.nan)   # over the pairs
     size = W.IntSlider(value=min(100, max_size), min=2, max=max_size, description="set size",
                        continuous_update=False, style=_FIT_LABEL, layout=W.Layout(width="420px"))
     out = W.Output()
@@ -285,19 +295,24 @@ def permutation_set_explorer(n_tiles: int = 9, max_size: int = 2000, seed: int =
         with out:
             out.clear_output(wait=True)
             fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-            axes[0].plot(range(1, max_size + 1), min_distance)
+            axes[0].plot(sizes, mean_distance, label="mean distance (what Algorithm 1 maximises)")
+            axes[0].plot(sizes, min_distance, label="minimum distance (measured)")
+            axes[0].axhline(n_tiles - 1, color="gray", ls=":", lw=1, label=f"random permutations' mean ({n_tiles - 1})")
             axes[0].axvline(size, color="tab:red", ls="--")
             axes[0].set_xscale("log")
+            axes[0].set_ylim(0, n_tiles + 0.5)
             axes[0].set_xlabel("set size")
-            axes[0].set_ylabel("minimum Hamming distance")
-            axes[0].set_title(f"{size} permutations of {n_tiles} tiles: any two differ in at least "
-                              f"{int(min_distance[size - 1])} positions", fontsize=9)
+            axes[0].set_ylabel("Hamming distance")
+            axes[0].legend(fontsize=7, loc="lower left")
+            axes[0].set_title(f"{size} permutations of {n_tiles} tiles: mean distance {mean_distance[size - 1]:.2f}, "
+                              f"any two differ in at least {int(min_distance[size - 1])} positions", fontsize=9)
             bins = torch.arange(n_tiles + 2) - 0.5
-            axes[1].hist(pairwise(perms[:n]).numpy(), bins=bins.numpy(), alpha=0.7, density=True, label="greedy max-min")
+            axes[1].hist(pairwise(perms[:n]).numpy(), bins=bins.numpy(), alpha=0.7, density=True,
+                         label="Algorithm 1 (largest mean)")
             axes[1].hist(pairwise(random_set).numpy(), bins=bins.numpy(), alpha=0.5, density=True, label="random")
             axes[1].set_xlabel("Hamming distance between two permutations of the set")
-            axes[1].set_title(f"pairwise distances of {n}: closest pair {int(pairwise(perms[:n]).min())} (greedy), "
-                              f"{int(pairwise(random_set).min())} (random)", fontsize=9)
+            axes[1].set_title(f"pairwise distances of {n}: closest pair {int(pairwise(perms[:n]).min())} "
+                              f"(Algorithm 1), {int(pairwise(random_set).min())} (random)", fontsize=9)
             axes[1].legend(fontsize=8)
             fig.tight_layout()
             plt.show()

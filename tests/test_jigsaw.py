@@ -1,12 +1,15 @@
+import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from sslkit.backbones import build_encoder
 from sslkit.methods import METHODS
 from sslkit.methods.jigsaw import (Jigsaw, JigsawConfig, assemble, cut_tiles, greedy_permutations,
-                                   min_hamming_distance, shuffle_tiles, unshuffle_tiles)
+                                   mean_distance_selection, mean_hamming_distance, min_hamming_distance,
+                                   shuffle_tiles, unshuffle_tiles)
 
 
 def make(channels=3, **kw):
@@ -62,16 +65,58 @@ def test_permutation_set_has_the_size_and_minimum_distance_reported(size):
         assert min_hamming_distance(perms[:n]) == min_distance[n - 1]
 
 
-def test_greedy_beats_random_permutations():
-    perms, min_distance = greedy_permutations(9, 100, 0)
-    random_set = torch.stack([torch.randperm(9) for _ in range(100)])
-    assert min_distance[-1] >= 6 > min_hamming_distance(random_set)
+def _authors_selection(candidates: np.ndarray, size: int, first: int) -> np.ndarray:
+    """bbrattoli/JigsawPuzzlePytorch, select_permutations.py (--selection max), written out: the chosen
+    rows leave the pool, and the next is the argmax of the mean normalised Hamming distance to all chosen."""
+    pool = candidates.copy()
+    chosen = pool[first][None]
+    pool = np.delete(pool, first, axis=0)
+    for _ in range(size - 1):
+        # cdist(P, P_hat, 'hamming').mean(0), counted in integers (the same argmax: the script's float
+        # mean only breaks some exact ties by rounding error)
+        d = (chosen[:, None, :] != pool[None, :, :]).sum(-1).sum(0)
+        j = d.argmax()
+        chosen = np.concatenate([chosen, pool[j][None]])
+        pool = np.delete(pool, j, axis=0)
+    return chosen
+
+
+@pytest.mark.parametrize("n_tiles, size, first", [(4, 24, 7), (5, 40, 0), (6, 60, 100)])
+def test_the_set_is_the_authors_algorithm_1(n_tiles, size, first):
+    cand = np.array(list(itertools.permutations(range(n_tiles))))
+    ours = cand[mean_distance_selection(cand, size, first)]
+    assert np.array_equal(ours, _authors_selection(cand, size, first))
+
+
+def test_the_package_set_picks_the_largest_mean_distance_and_reports_its_minimum():
+    perms, min_distance = greedy_permutations(5, 60, 0)      # all 120 permutations of 5 tiles are candidates
+    cand = torch.tensor(list(itertools.permutations(range(5))))
+    for i in range(1, 60):
+        to_set = (cand[:, None, :] != perms[None, :i, :]).sum(-1).float().mean(1)     # (120,) mean distance
+        taken = (cand[:, None, :] == perms[None, :i, :]).all(-1).any(1)
+        assert to_set[(cand == perms[i]).all(1)].item() == to_set[~taken].max().item()
+    # the mean criterion keeps the set spread on average; its minimum distance is only measured
+    assert mean_hamming_distance(perms) > 4 - 1e-9
+    assert min_distance[-1] == min_hamming_distance(perms)
 
 
 def test_all_permutations_of_four_tiles():
     perms, min_distance = greedy_permutations(4, 24, 0)
     assert len({tuple(p) for p in perms.tolist()}) == math.factorial(4)
     assert min_distance[0] == 4 and min_distance[-1] == 2
+
+
+def test_the_shipped_reference_keeps_the_permutation_set_it_was_trained_with():
+    """The jigsaw reference was trained before the set followed Algorithm 1: its own order of the 24
+    permutations travels in its weights (the ``perms`` buffer) and is what the loaded model uses."""
+    from safetensors.torch import load_file
+
+    from sslkit.reference import REFERENCE_DIR, load_reference
+
+    stored = load_file(str(REFERENCE_DIR / "jigsaw.safetensors"))["perms"].long()
+    loaded = load_reference("jigsaw").method
+    assert torch.equal(loaded.perms.cpu(), stored)
+    assert len({tuple(p) for p in stored.tolist()}) == 24 and loaded.min_distance == min_hamming_distance(stored)
 
 
 def test_forward_shapes_and_finite_loss():
@@ -120,7 +165,7 @@ def test_more_permutations_than_exist_is_refused():
 def test_more_permutations_than_the_distance_allows_is_refused():
     _, min_distance = greedy_permutations(9, 1000, 0)
     n_ok = int((min_distance >= 7).sum())
-    with pytest.raises(ValueError, match=f"only {n_ok} permutations of 9 tiles with minimum Hamming distance 7"):
+    with pytest.raises(ValueError, match=f"only the first {n_ok} permutations .* keep a minimum Hamming distance of 7"):
         make(num_permutations=1000, min_hamming=7)
     m = make(num_permutations=n_ok, min_hamming=7)          # exactly as many as exist is fine
     assert min_hamming_distance(m.perms) >= 7
@@ -136,7 +181,7 @@ def run_cli(*args):
 
 @pytest.mark.parametrize("config,says", [
     (["grid=8"], "8x8 grid on 32-px images gives 3-px tiles"),   # the quick profile cuts 32-px images
-    (["num_permutations=1000", "min_hamming=7"], "permutations of 9 tiles with minimum Hamming distance 7"),
+    (["num_permutations=1000", "min_hamming=7"], "keep a minimum Hamming distance of 7"),
     (["grid=2", "num_permutations=100"], "more than the 24 permutations of 4 tiles"),
 ])
 def test_cli_bad_jigsaw_settings_give_one_line_and_write_nothing(tmp_path, config, says):
