@@ -15,6 +15,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@# the course website's MathJax, from the npm registry into the environment (sslkit/course.py pins
+	@# the version); only `make site` needs it, so without npm the rest of the set-up goes on
+	@if command -v npm >/dev/null; then \
+	  npm install --silent --no-audit --no-fund --prefix $(VENV)/mathjax \
+	    mathjax@$$($(PY) -c "from sslkit.course import MATHJAX_VERSION as v; print(v)"); \
+	else echo "no npm: the course website (make site) will ask for MathJax; everything else works"; fi
 	touch $@
 
 # The CIFAR-10 JPEG copy beside the project, extracted once (atomically) into the ignored data/.

@@ -261,7 +261,7 @@ def cmd_course(args) -> int:
         return 0
     if args.action == "site":
         index = course.build_site(args.executed, args.out_dir or course.SITE_DIR, args.source, version=args.version)
-        print(f"wrote the course website ({args.version} version): {index}")
+        print(f"wrote the course website ({'student and instructor versions' if args.version == 'both' else args.version + ' version'}): {index}")
         return 0
     if not args.out_dir:
         raise ValueError(f"course {args.action} needs an output folder, e.g. `python -m sslkit course {args.action} course_{args.action}`.")
@@ -352,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--data-root")
     c.add_argument("--max-train", type=int, help="a class-balanced subset of the train split (default: all of it)")
     c.add_argument("--max-test", type=int)
-    c.add_argument("--finetune-steps", type=int, default=300, help="fine-tuning budget per encoder (0: none)")
+    c.add_argument("--finetune-steps", type=int, default=500,
+                   help="fine-tuning budget per encoder, the references' (0: none)")
     c.add_argument("--draws", type=int, default=5, help="draws per k-shot probe")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     c.set_defaults(func=cmd_compare)
@@ -362,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("out_dir", nargs="?", metavar="OUT_DIR", help="where to write the notebooks (site: build/site)")
     co.add_argument("--source", help="the instructor notebooks (default: the checkout's notebooks/)")
     co.add_argument("--executed", default="build/executed", help="site: the notebooks `make test` executed")
-    co.add_argument("--version", default="student", choices=["student", "instructor"], help="site: whose pages")
+    co.add_argument("--version", default="both", choices=["both", "student", "instructor"],
+                    help="site: whose pages (both: the student pages and the instructor pages, linked to each other)")
     co.set_defaults(func=cmd_course)
 
     m = sub.add_parser("demo", help="a short SimCLR run on the bundled digits, evaluated, with a figure")

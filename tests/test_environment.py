@@ -11,8 +11,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge names that differ from PyPI's
 CONDA_TO_PYPI = {"pytorch": "torch"}
-# what conda needs for itself, not a package of the kit
-CONDA_ONLY = {"python", "pip"}
+# what conda needs for itself or for the set-up, not a Python package of the kit
+CONDA_ONLY = {"python", "pip", "nodejs"}   # nodejs: npm for the site's MathJax (the Makefile)
 
 
 def _split(requirement: str) -> tuple[str, str]:

@@ -3,7 +3,9 @@ every page loads, every image is there, every internal link resolves."""
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,7 +40,9 @@ def _tiny_course(folder: Path) -> Path:
     src.mkdir(parents=True)
     exercise = course.solutions()["nt_xent"]
     for name, cells in {
-        "00_intro.ipynb": [nbformat.v4.new_markdown_cell("# 00 · Intro\n\nSee [the next one](01_more.ipynb)."),
+        "00_intro.ipynb": [nbformat.v4.new_markdown_cell("# 00 · Intro\n\nSee [the next one](01_more.ipynb): "
+                                                         "$\\mathrm{sim}(u, v) = u^\\top v$, and\n\n"
+                                                         "$$\\ell_{i,j} = -\\log \\frac{e^{s_{ij}}}{\\sum_k e^{s_{ik}}}$$"),
                            nbformat.v4.new_code_cell(FIGURE)],
         "01_more.ipynb": [nbformat.v4.new_markdown_cell("# 01 · More\n\n## A widget"), nbformat.v4.new_code_cell(WIDGET),
                           nbformat.v4.new_markdown_cell(course.EXERCISE_HEADING + "\n\nWrite it."),
@@ -66,9 +70,36 @@ def _execute_with_nbval(src: Path, executed: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
+# Run in the page once MathJax has typeset it (or at once where the page has no formula):
+# [formulas typeset, formulas left as raw TeX, MathJax's own error boxes, raw TeX outside code].
+MATH_STATE = r"""async () => {
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) await MathJax.startup.promise;
+  const math = [...document.querySelectorAll('.math')];
+  const raw = math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.trim().slice(0, 60));
+  const walker = document.createTreeWalker(document.querySelector('main') || document.body, NodeFilter.SHOW_TEXT);
+  const loose = [];
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    if (n.parentElement.closest('pre, code, script, style, .math, mjx-container')) continue;
+    if (/\\\(|\\\[|\$\$|\\begin\{/.test(n.textContent)) loose.push(n.textContent.trim().slice(0, 60));
+  }
+  return [document.querySelectorAll('mjx-container').length, raw, document.querySelectorAll('mjx-merror').length, loose];
+}"""
+
+
+def _math_problems(page, doc: Path, problems: list) -> int:
+    """Every formula on the page typeset by the site's own MathJax; returns how many there are."""
+    typeset, raw, errors, loose = page.evaluate(MATH_STATE)
+    if raw or loose:
+        problems.append(f"{doc.name}: formulas shown as raw TeX: {(raw + loose)[:3]}")
+    if errors:
+        problems.append(f"{doc.name}: MathJax reports {errors} error(s)")
+    return typeset
+
+
 def check_site(site: Path) -> dict:
-    """Open every page of ``site`` in headless Chromium; returns what was checked. Fails on a page
-    that does not load, an image that is missing or empty, or an internal link to nothing."""
+    """Open every page of ``site`` in headless Chromium, with no network; returns what was checked.
+    Fails on a page that does not load, an image that is missing or empty, an internal link to
+    nothing, a formula left as raw TeX or a MathJax error."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set SSLKIT_CHROMIUM)")
@@ -82,18 +113,19 @@ def check_site(site: Path) -> dict:
         # nothing outside the site (MathJax's CDN, fonts): the test runs offline
         page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
                    else route.abort())
-        for html in pages:
-            response = page.goto(html.as_uri(), wait_until="load")
+        for doc in pages:
+            response = page.goto(doc.as_uri(), wait_until="load")
             if response is None or not response.ok:
-                problems.append(f"{html} did not load")
+                problems.append(f"{doc} did not load")
                 continue
             seen["pages"] += 1
-            ids_cache[html] = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
+            seen["formulas"] = seen.get("formulas", 0) + _math_problems(page, doc, problems)
+            ids_cache[doc] = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
             for src, ok in page.eval_on_selector_all(
                     "img", "els => els.map(e => [e.getAttribute('src'), e.complete && e.naturalWidth > 0])"):
                 seen["images"] += 1
                 if not ok:
-                    problems.append(f"{html.name}: image {src} is missing")
+                    problems.append(f"{doc.name}: image {src} is missing")
             for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"):
                 url, fragment = urldefrag(href)
                 if not url.startswith("file:"):
@@ -101,7 +133,7 @@ def check_site(site: Path) -> dict:
                 seen["links"] += 1
                 target = Path(urlparse(url).path)
                 if not target.exists():
-                    problems.append(f"{html.name}: link to {href} leads nowhere")
+                    problems.append(f"{doc.name}: link to {href} leads nowhere")
                 elif fragment and target.suffix == ".html":
                     if target not in ids_cache:
                         other = browser.new_page()
@@ -109,10 +141,44 @@ def check_site(site: Path) -> dict:
                         ids_cache[target] = set(other.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
                         other.close()
                     if fragment not in ids_cache[target]:
-                        problems.append(f"{html.name}: link to #{fragment} in {target.name} finds no such anchor")
+                        problems.append(f"{doc.name}: link to #{fragment} in {target.name} finds no such anchor")
         browser.close()
     assert not problems, problems
     return seen
+
+
+def check_book(site: Path, notebooks: list[str]) -> None:
+    """What a student uses on a notebook's page, in both versions: the sidebar in course order, the
+    launch buttons (Colab, Kaggle), the download of the notebook (a file the site carries, offline),
+    the copy button on code, the link to the other version; and search from file://."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+        for version, other in (("student", "instructor"), ("instructor", "student")):
+            first = site / version / f"{notebooks[0]}.html"
+            page.goto(first.as_uri(), wait_until="load")
+            sidebar = page.eval_on_selector_all("nav.bd-links a", "els => els.map(e => e.href.split('#')[0])")
+            order = [next((i for i, h in enumerate(sidebar) if h.endswith(f"/{version}/{nb}.html")), -1) for nb in notebooks]
+            assert -1 not in order and order == sorted(order), f"{version}: the sidebar lists {sidebar}"
+            launch = page.eval_on_selector_all(".dropdown-launch-buttons a", "els => els.map(e => e.href)")
+            assert any(h.startswith("https://colab.research.google.com/github/") and h.endswith(f"notebooks/{notebooks[0]}.ipynb")
+                       for h in launch) and any("kaggle.com" in h for h in launch), launch
+            download = page.eval_on_selector("a.btn-download-source-button",
+                                             "e => [e.getAttribute('href'), e.getAttribute('download')]")
+            assert download[0].endswith(f"{notebooks[0]}.ipynb") and download[1] == f"{notebooks[0]}.ipynb", download
+            saved = nbformat.reads((first.parent / download[0]).resolve().read_text(), as_version=4)
+            assert any(c.cell_type == "code" for c in saved.cells)
+            with page.expect_download() as got:
+                page.evaluate("() => document.querySelector('a.btn-download-source-button').click()")
+            assert got.value.suggested_filename == f"{notebooks[0]}.ipynb"
+            assert page.locator("div.cell_input button.copybtn").count() >= 1, "no copy button on the code cells"
+            switch = page.eval_on_selector("a.sslkit-switch", "e => e.href")
+            assert switch.endswith(f"{other}/{notebooks[0]}.html"), switch
+        page.goto((site / "search.html").as_uri() + "?q=notebooks", wait_until="load")
+        page.wait_for_selector("#search-results li", timeout=20_000)
+        browser.close()
 
 
 def test_the_site_is_built_from_executed_notebooks_and_browses_cleanly(tmp_path):
@@ -127,11 +193,15 @@ def test_the_site_is_built_from_executed_notebooks_and_browses_cleanly(tmp_path)
 
     index = course.build_site(executed, tmp_path / "site", src)
     seen = check_site(index.parent)
-    assert seen["pages"] >= 3 and seen["images"] >= 4 and seen["links"] >= 4, seen
-    more = (tmp_path / "site" / "01_more.html").read_text()
+    assert seen["pages"] >= 6 and seen["images"] >= 8 and seen["links"] >= 8 and seen["formulas"] >= 4, seen
+    check_book(index.parent, ["00_intro", "01_more"])
+    text = lambda page: html.unescape(re.sub(r"<[^>]+>", "", (tmp_path / "site" / page).read_text()))  # as shown
+    more = text("student/01_more.html")
     assert course.WIDGET_NOTE.split(":")[0] in more            # the widget became its figure and a note
     assert "my_nt_xent" in more and "YOUR CODE HERE" in more   # the student's page: no solution, no output
     assert "Right:" not in more and "F.cross_entropy(sim" not in more
+    solved = text("instructor/01_more.html")
+    assert "F.cross_entropy(sim" in solved and "YOUR CODE HERE" not in solved
     assert "blob/main/benchmarks/RESULTS.md" in (tmp_path / "site" / "index.html").read_text()
 
     # a notebook changed since it was executed: the site says so instead of showing old outputs
@@ -147,6 +217,45 @@ def test_the_site_is_built_from_executed_notebooks_and_browses_cleanly(tmp_path)
 def test_the_built_course_site():
     site = Path(os.environ["SSLKIT_SITE"]).resolve()      # make site passes it relative to the checkout
     seen = check_site(site)
-    names = {p.stem for p in course.source_dir().glob("[0-9][0-9]_*.ipynb")}
-    assert names <= {p.stem for p in site.glob("*.html")}
-    assert seen["images"] >= 3 * len(names), seen
+    names = sorted(p.stem for p in course.source_dir().glob("[0-9][0-9]_*.ipynb"))
+    for version in course.VERSIONS:
+        assert set(names) <= {p.stem for p in (site / version).glob("*.html")}, version
+    assert seen["images"] >= 6 * len(names), seen
+    assert seen["formulas"] >= 20, seen                   # NT-Xent, InfoNCE, the BYOL and MAE losses, ...
+    check_book(site, names)
+    screenshots(site, ["index.html"] + [f"{v}/{nb}.html" for v in course.VERSIONS for nb in names
+                                        if nb.startswith(("03_", "06_"))])
+
+
+def screenshots(site: Path, pages: list[str], widths=(1280, 390)) -> None:
+    """The pages as a person sees them, on a laptop and on a phone, kept in test-artifacts/site/ to
+    look at (the tests above check what a program can; layout and legibility need eyes)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    out = ROOT / "test-artifacts" / "site"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        for width in widths:
+            page = browser.new_page(viewport={"width": width, "height": 900})
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:") else route.abort())
+            for name in pages:
+                page.goto((site / name).as_uri(), wait_until="load")
+                page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
+                page.screenshot(path=out / f"{name.replace('/', '_').removesuffix('.html')}_{width}.png")
+            page.close()
+        browser.close()
+
+
+def test_the_repository_address_is_one_setting_and_its_placeholder_is_said_once(capsys, monkeypatch):
+    """Badges, install cells and the site's buttons read pyproject.toml's [project.urls] Repository."""
+    import tomllib
+    repo = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    assert course.repository_address() == course.SSLKIT_REPO == repo
+    assert course.colab_url("03_simclr.ipynb").startswith(f"https://colab.research.google.com/github/{repo.split('github.com/')[1]}/")
+    assert f"git+{repo}" in course.install_cell_source()
+    monkeypatch.setattr(course, "_warned", False)
+    assert course.warn_if_placeholder("https://github.com/YOUR-ORG/sslkit") and course.warn_if_placeholder("https://github.com/YOUR-ORG/sslkit")
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "[project.urls]" in err and "course stamp" in err
+    assert not course.warn_if_placeholder("https://github.com/someone/sslkit") and not capsys.readouterr().err
