@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from exercise_helpers import assert_own_sentence, solution
+from sslkit.exercises.rotation import _sampled
 
 
 def _rot_image_major(x, k=4):
@@ -23,6 +26,13 @@ WRONG = [
      "the labels are not"),
     ("rotation_batch", lambda x, k=4: (solution("rotation_batch")(x, k)[0], solution("rotation_batch")(x, k)[1].float()),
      "torch.long"),
+    ("any_angle", lambda x, a: _sampled(x, -a), "turn clockwise"),
+    ("any_angle", lambda x, a: _sampled(x, math.degrees(a)), "as radians"),
+    ("any_angle", lambda x, a: _sampled(x, a, mode="nearest"), "nearest pixel"),
+    ("any_angle", lambda x, a: _sampled(x, a, padding_mode="border"), "repeat the border"),
+    ("any_angle", lambda x, a: _sampled(x, a, padding_mode="reflection"), "mirror the image"),
+    ("any_angle", lambda x, a: torch.rot90(x, int(a // 90), dims=(2, 3)), "multiple of 90"),
+    ("any_angle", lambda x, a: 0.5 * _sampled(x, a), "differ from the package's rotate"),
 ]
 
 
