@@ -1,4 +1,4 @@
-"""The checks of notebook 03 SimCLR."""
+"""The checks of notebook 03 SimCLR: cosine similarity, NT-Xent, and NT-Xent with V views."""
 
 from __future__ import annotations
 
@@ -95,7 +95,127 @@ def check_nt_xent(fn: Callable) -> str:
             "of two, and goes to 0 on identical views as it should.")
 
 
+def _multiview_log_probs(z: torch.Tensor, temperature: float, keep_self: bool = False) -> tuple:
+    """z (V, N, D) -> the (VN, VN) log-softmax over each anchor's candidates (itself left out unless
+    ``keep_self``) and the (VN, VN) mask of its positives (the other views of its image)."""
+    V, N, _ = z.shape
+    flat = F.normalize(z.reshape(V * N, -1).double(), dim=1)
+    sim = flat @ flat.T / temperature
+    self_mask = torch.eye(V * N, dtype=torch.bool)
+    if not keep_self:
+        sim = sim.masked_fill(self_mask, float("-inf"))
+    image = torch.arange(N).repeat(V)
+    return sim.log_softmax(1), (image[:, None] == image[None, :]) & ~self_mask
+
+
+def multiview_nt_xent(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent with V views (SupContrast's losses.py, SupConLoss without labels): every one of the VN
+    embeddings is an anchor, its positives the V - 1 other views of its image, its candidates the VN - 1
+    others; the loss is the mean over anchors and their positives of -log p(positive)."""
+    log_p, positive = _multiview_log_probs(z, temperature)
+    return -log_p[positive].mean()
+
+
+def _multiview_variants(z: torch.Tensor, t: float) -> dict[str, torch.Tensor]:
+    """The typical wrong answers, each with the sentence that names its mistake."""
+    V, N, _ = z.shape
+    log_p, positive = _multiview_log_probs(z, t)
+    per_anchor = positive.sum(1)
+    image = torch.arange(N).repeat(V)
+    same_view = (torch.arange(V).repeat_interleave(N)[:, None] == torch.arange(V).repeat_interleave(N)[None, :]) \
+        & ~torch.eye(V * N, dtype=torch.bool)
+    flat = F.normalize(z.reshape(V * N, -1).double(), dim=1)
+    sim = (flat @ flat.T / t).masked_fill(torch.eye(V * N, dtype=torch.bool), float("-inf"))
+    # one softmax per positive pair, the anchor's other positives left out of its denominator
+    alone = []
+    for a in range(V * N):
+        for p in positive[a].nonzero().flatten().tolist():
+            keep = ~positive[a].clone()
+            keep[p] = True
+            alone.append(-(sim[a, p] - sim[a][keep].logsumexp(0)))
+    keep_self, _ = _multiview_log_probs(z, t, keep_self=True)
+    return {
+        f"you add up the V - 1 = {V - 1} positives' terms of each anchor; average them (divide by V - 1), so that "
+        "the loss stays on the scale of the two-view NT-Xent":
+            -(log_p.masked_fill(~positive, 0).sum(1)).mean(),
+        f"you add up the {V * N} anchors' losses; take the mean over the anchors, not the sum":
+            -(log_p.masked_fill(~positive, 0).sum(1) / per_anchor).sum(),
+        "you average the positives' probabilities inside the log (-log of the mean, SupCon's L_in); average the "
+        "log-probabilities instead, -log p for each positive, then the mean (L_out, what SupContrast's losses.py "
+        "computes)":
+            -(log_p.masked_fill(~positive, float("-inf")).logsumexp(1) - per_anchor.double().log()).mean(),
+        "each of your positive pairs has its own softmax with the anchor's other positives taken out of the "
+        "denominator; keep every one of the VN - 1 other embeddings as a candidate, positives included":
+            torch.stack(alone).mean(),
+        "your positives are the other images of the same view; they should be the other views of the same "
+        "image, z[w, i] for every w != v":
+            -log_p[same_view].mean(),
+        "each anchor counts itself as a candidate: exclude the diagonal of the (VN, VN) similarity matrix "
+        "(fill it with -inf)":
+            -keep_self[positive].mean(),
+        "you use only the first two views; every one of the V views is an anchor and a positive of the others":
+            nt_xent(z[0], z[1], t),
+        "you average the two-view NT-Xent over pairs of views, so each softmax sees only the 2N - 1 embeddings of "
+        "its pair; put all V views in one (VN, VN) similarity matrix, so that each anchor's candidates are all "
+        "VN - 1 others":
+            torch.stack([nt_xent(z[a], z[b], t) for a in range(V) for b in range(a + 1, V)]).mean(),
+        **({f"your loss equals the right one at temperature {fixed:g}, not at the {t:g} it was given, so it "
+            "ignores the temperature: divide the cosine similarities by the temperature argument":
+            multiview_nt_xent(z, fixed) for fixed in (0.5, 1.0) if fixed != t}),
+    }
+
+
+def check_multiview_nt_xent(fn: Callable) -> str:
+    def call(z, t, on):
+        return _scalar(_call(fn, z, t, on=on), "your loss")
+
+    z = torch.randn(2, 8, 16)
+    on = "2 views of 8 images, width 16, temperature 0.5"
+    got = call(z, 0.5, on)
+    if not _close(call(z * torch.tensor([3.0, 0.2]).view(2, 1, 1), 0.5, on), got, rtol=1e-3):
+        raise _Wrong("your loss changes when the embeddings are made longer; the similarity is the cosine, which "
+                     "ignores length: normalise every embedding first.")
+    two = nt_xent(z[0], z[1], 0.5)
+    if not _close(got, two, rtol=1e-4):
+        if _close(got, nt_xent(z[0], z[1], 2.0), rtol=1e-4):
+            raise _Wrong("with two views your loss at temperature 0.5 equals NT-Xent at temperature 2: divide the "
+                         "similarities by the temperature, do not multiply.")
+        if _close(got, nt_xent(z[0], z[1], 1.0), rtol=1e-4):
+            raise _Wrong("with two views your loss at temperature 0.5 equals NT-Xent at temperature 1, so it "
+                         "ignores the temperature: divide the cosine similarities by the temperature argument.")
+        for sentence, value in _multiview_variants(z, 0.5).items():
+            if _close(got, value, rtol=1e-4):
+                raise _Wrong(f"with two views, {sentence}.")
+        raise _Wrong(f"with two views the loss should equal the two-view NT-Xent, {two.item():.4f}; yours is "
+                     f"{got.item():.4f}.")
+    for V, N, t in [(3, 6, 0.5), (4, 3, 0.2), (5, 2, 1.0)]:
+        z = torch.randn(V, N, 16)
+        on = f"{V} views of {N} images at temperature {t}"
+        got, want = call(z, t, on), multiview_nt_xent(z, t)
+        if _close(got, want, rtol=1e-4):
+            continue
+        for sentence, value in _multiview_variants(z, t).items():
+            if _close(got, value, rtol=1e-4):
+                raise _Wrong(f"on {on} {sentence}.")
+        raise _Wrong(f"your loss is right for two views but not on {on}: it should be {want.item():.4f}, yours is "
+                     f"{got.item():.4f}; each of the {V * N} anchors has {V - 1} positives, each -log p over the "
+                     f"{V * N - 1} other embeddings, averaged over positives and anchors.")
+    z = torch.randn(3, 4, 8, requires_grad=True)
+    loss = _call(fn, z, 0.5, on="3 views of 4 images with a gradient")
+    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+        raise _Wrong("your loss carries no gradient, so nothing could be trained with it: keep it a torch tensor "
+                     "(no .item(), .detach() or NumPy inside).")
+    grad = torch.autograd.grad(loss.sum(), z)[0]
+    ref = torch.autograd.grad(multiview_nt_xent(z, 0.5), z)[0]
+    if not _close(grad, ref, 1e-3, 1e-6):
+        raise _Wrong("your loss has the right value but the wrong gradient: something is computed outside "
+                     "autograd's view (an in-place edit of z or a detached piece).")
+    return ("your loss equals NT-Xent for two views and the V-view loss (every other view of an image a positive, "
+            "all VN - 1 others as candidates) for 3, 4 and 5 views, in value and gradient.")
+
+
 EXERCISES = {
     "cosine_similarity": Exercise("the cosine-similarity matrix", "03_simclr", check_cosine_similarity),
     "nt_xent": Exercise("NT-Xent", "03_simclr", check_nt_xent),
+    "multiview_nt_xent": Exercise("NT-Xent with V views", "03_simclr", check_multiview_nt_xent),
 }
