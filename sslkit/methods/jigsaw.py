@@ -46,7 +46,9 @@ class JigsawConfig:
     image_size: int = 64
     tile_fraction: float = 64 / 75     # tile side / cell side: the rest is the random gap and jitter
     per_tile_norm: bool = True          # normalise each tile by its own mean and std (paper, sec. 3.3)
-    gray_p: float = 0.3                 # grey images against chromatic shortcuts (the authors' code: 0.3)
+    # grey images against chromatic shortcuts; 0.3 is the kit's choice (bbrattoli/JigsawPuzzlePytorch,
+    # Dataset/JigsawImageLoader.py, jitters each colour channel instead)
+    gray_p: float = 0.3
     tile_dim: int = 512                 # fc6: per-tile features, shared weights
     hidden_dim: int = 1024              # fc7 (paper: 4096; smaller here for CPU budgets)
     permutation_seed: int = 0
@@ -92,8 +94,8 @@ def mean_distance_selection(candidates: np.ndarray, size: int, first: int = 0) -
 
     Start from ``candidates[first]``; then, again and again, add the candidate whose *mean*
     Hamming distance to the permutations chosen so far is largest (the first one on a tie; the
-    chosen never again). As the authors' selection script does (bbrattoli/JigsawPuzzlePytorch,
-    select_permutations.py, ``--selection max``: ``cdist(P, P_hat, 'hamming').mean(axis=0).argmax()``).
+    chosen never again). As the selection script of the PyTorch reference code does
+    (bbrattoli/JigsawPuzzlePytorch, select_permutations.py, ``--selection max``: ``cdist(P, P_hat, 'hamming').mean(axis=0).argmax()``).
     Each candidate's summed distance to the set is kept up to date, one comparison with the newest
     member per pick (the sum has the mean's argmax).
 
@@ -131,9 +133,9 @@ def greedy_permutations(n_tiles: int, size: int, seed: int = 0, pool: int = 100_
 
     The candidates are every permutation of ``n_tiles`` in lexicographic order when there are at
     most ``pool`` of them (4 tiles: 24), else the distinct ones among ``pool`` random permutations,
-    sorted. Deviation: for 9 tiles the authors' script takes all 9! = 362,880; a pool of 100,000
-    gave a 1000-set the same mean distance (8.008) in a fifth of the time. The first member is a
-    random candidate, as in the authors' script.
+    sorted. Deviation: for 9 tiles that script takes all 9! = 362,880; a pool of 100,000 gave a
+    1000-set the same mean distance (8.008) in a fifth of the time. The first member is a random
+    candidate, as in the script.
 
     Returns:
         perms: ``(size, n_tiles)`` long, each row a permutation of ``range(n_tiles)``.
@@ -168,8 +170,8 @@ def min_hamming_distance(perms: torch.Tensor) -> int:
 
 
 def mean_hamming_distance(perms: torch.Tensor) -> float:
-    """The mean Hamming distance over all pairs of different rows of ``perms (P, T)``: what the
-    paper's Table 3 reports as the set's average distance."""
+    """The mean Hamming distance over all pairs of different rows of ``perms (P, T)``: the set's
+    average distance, which Algorithm 1 keeps large and the paper's Table 3 varies."""
     P = len(perms)
     d = (perms[:, None, :] != perms[None, :, :]).sum(-1)
     return float(d.sum()) / (P * (P - 1))
