@@ -184,6 +184,15 @@ def features_key(encoder: torch.nn.Module, images: torch.Tensor, **settings) -> 
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def result_key(kind: str, *tensors: torch.Tensor, **settings) -> str:
+    """The cache key of a deterministic result computed from ``tensors`` (features, labels) under
+    ``settings``: a probe's accuracy, a 2-D projection. Any other tensor, setting or torch version
+    gives another key."""
+    parts = {"kind": kind, "tensors": [tensor_digest(torch.as_tensor(t)) for t in tensors], "torch": torch.__version__,
+             "version": FEATURES_VERSION, **settings}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
 def cache_limit_bytes() -> int:
     """``$SSLKIT_FEATURE_CACHE_MB`` (default 2048) megabytes for features and results; 0 turns
     the feature cache off."""

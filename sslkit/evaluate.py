@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from sslkit.backbones import eval_batch_size
-from sslkit.cache import features_key, load_cached, store_cached, tensor_digest
+from sslkit.cache import features_key, load_cached, result_key, store_cached, tensor_digest
 from sslkit.data import ImageData
 from sslkit.loop import TrainConfig, lr_at
 
@@ -147,9 +147,16 @@ def fit_torch_probe(train_f, train_y, C: float = 1.0, max_iter: int = 1000, tol:
         loss.backward()
         return loss
 
-    with torch.enable_grad():
-        opt.step(closure)
-        closure()
+    # One thread: the problem is small (N x D by D x K), and torch's threads meeting at every op's
+    # barrier made each L-BFGS iteration 7x slower on two busy cores (benchmarks/RESULTS.md, evaluation).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.enable_grad():
+            opt.step(closure)
+            closure()
+    finally:
+        torch.set_num_threads(threads)
     n_iter = opt.state[w]["n_iter"]
     if float(torch.cat([w.grad.flatten(), b.grad]).abs().max()) > tol:
         from sklearn.exceptions import ConvergenceWarning
@@ -184,24 +191,42 @@ def fit_linear_probe(train_f, train_y, C: float = 1.0, max_iter: int = 1000, sol
     return fit_torch_probe(train_f, train_y, C, max_iter)
 
 
-def linear_probe(train_f, train_y, test_f, test_y, C: float = 1.0, max_iter: int = 1000, solver: str = "torch") -> float:
-    """Accuracy in [0, 1] of a logistic-regression probe on standardised frozen features."""
+def linear_probe(train_f, train_y, test_f, test_y, C: float = 1.0, max_iter: int = 1000, solver: str = "torch",
+                 cache: bool = True) -> float:
+    """Accuracy in [0, 1] of a logistic-regression probe on standardised frozen features.
+
+    ``cache``: the accuracy is kept in the feature cache under the sha256 of the four tensors and the
+    settings (the fit is deterministic), so a notebook run again, or the comparison, fits each probe once.
+    """
     from threadpoolctl import threadpool_limits
 
+    key = None
+    if cache:
+        import sklearn
+
+        key = result_key("linear_probe", *(torch.as_tensor(np.asarray(t)) for t in (train_f, train_y, test_f, test_y)),
+                         C=C, max_iter=max_iter, solver=solver, sklearn=sklearn.__version__)
+        hit = load_cached(key)
+        if isinstance(hit, dict) and "accuracy" in hit:
+            return float(hit["accuracy"])
     probe = fit_linear_probe(train_f, train_y, C, max_iter, solver)
     with threadpool_limits(limits=1, user_api="blas"):
-        return float(probe.score(np.asarray(test_f), np.asarray(test_y)))
+        accuracy = float(probe.score(np.asarray(test_f), np.asarray(test_y)))
+    if key:
+        store_cached(key, {"accuracy": accuracy})
+    return accuracy
 
 
 def few_shot(train_f, train_y, test_f, test_y, shots: int = 10, seeds: int = 5,
-             solver: str = "torch") -> tuple[float, float]:
-    """Linear probe on ``shots`` labelled images per class; mean and std over ``seeds`` draws."""
+             solver: str = "torch", cache: bool = True) -> tuple[float, float]:
+    """Linear probe on ``shots`` labelled images per class; mean and std over ``seeds`` draws
+    (each draw's probe cached as :func:`linear_probe` does)."""
     accs = []
     for seed in range(seeds):
         g = torch.Generator().manual_seed(seed)
         idx = torch.cat([c_idx[torch.randperm(len(c_idx), generator=g)[:shots]]
                          for c_idx in (torch.nonzero(train_y == c).flatten() for c in train_y.unique())])
-        accs.append(linear_probe(train_f[idx], train_y[idx], test_f, test_y, solver=solver))
+        accs.append(linear_probe(train_f[idx], train_y[idx], test_f, test_y, solver=solver, cache=cache))
     return float(np.mean(accs)), float(np.std(accs))
 
 

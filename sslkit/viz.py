@@ -121,8 +121,31 @@ class LivePlot:
         self._last_draw, self._drawn = time.perf_counter(), len(self.rows)
 
 
-def project_2d(features: torch.Tensor, how: str = "umap", seed: int = 0) -> np.ndarray:
-    """2-D projection of ``(N, D)`` features: ``umap`` (umap-learn), ``tsne`` or ``pca``."""
+def project_2d(features: torch.Tensor, how: str = "umap", seed: int = 0, cache: bool = True) -> np.ndarray:
+    """2-D projection of ``(N, D)`` features: ``umap`` (umap-learn), ``tsne`` or ``pca``.
+
+    ``cache``: the projection is seeded, so it is kept in the feature cache under the features'
+    sha256, the method, the seed and the library's version; a notebook run again draws its maps at once.
+    """
+    if how not in ("umap", "tsne", "pca"):
+        raise ValueError(f"unknown projection '{how}': use umap, tsne or pca.")
+    if not cache:
+        return _project_2d(features, how, seed)
+    from importlib.metadata import version
+
+    from sslkit.cache import load_cached, result_key, store_cached
+
+    key = result_key("project_2d", torch.as_tensor(features), how=how, seed=seed,
+                     library=version("umap-learn" if how == "umap" else "scikit-learn"))
+    hit = load_cached(key)
+    if isinstance(hit, torch.Tensor) and hit.shape == (len(features), 2):
+        return hit.numpy()
+    xy = _project_2d(features, how, seed)
+    store_cached(key, torch.as_tensor(np.asarray(xy)))
+    return xy
+
+
+def _project_2d(features: torch.Tensor, how: str, seed: int) -> np.ndarray:
     x = F.normalize(torch.as_tensor(features).float(), dim=1).numpy()
     if how == "umap":
         import warnings

@@ -115,3 +115,41 @@ def test_fine_tuning_is_run_once_per_encoder_data_and_setting(monkeypatch):
     evaluate.fine_tune(enc, data, steps=3, batch_size=16)                 # another budget
     evaluate.fine_tune(enc, data.subset(100, 100), steps=2, batch_size=16)   # other images
     assert len(runs) == 2
+
+
+def test_a_probe_is_fitted_once_per_features_labels_and_setting(monkeypatch):
+    from sslkit import evaluate
+
+    g = torch.Generator().manual_seed(0)
+    tr, te = torch.randn(200, 8, generator=g), torch.randn(50, 8, generator=g)
+    ytr, yte = torch.arange(200) % 3, torch.arange(50) % 3
+    first = evaluate.linear_probe(tr, ytr, te, yte)
+    assert first == evaluate.linear_probe(tr, ytr, te, yte, cache=False)      # what a fit gives
+    fits = []
+    real = evaluate.fit_linear_probe
+    monkeypatch.setattr(evaluate, "fit_linear_probe", lambda *a, **k: fits.append(a) or real(*a, **k))
+    assert evaluate.linear_probe(tr.clone(), ytr, te, yte) == first and not fits     # the same numbers: a hit
+    evaluate.linear_probe(tr, ytr, te, yte, C=0.1)                                   # another setting
+    evaluate.linear_probe(tr, (ytr + 1) % 3, te, yte)                                # other labels
+    tr[0, 0] += 1
+    evaluate.linear_probe(tr, ytr, te, yte)                                          # other features
+    assert len(fits) == 3
+
+
+def test_a_projection_is_computed_once_per_features_method_and_seed(monkeypatch):
+    import numpy as np
+
+    from sslkit import viz
+
+    f = torch.randn(60, 16, generator=torch.Generator().manual_seed(0))
+    first = viz.project_2d(f, "pca")
+    assert np.allclose(first, viz.project_2d(f, "pca", cache=False))
+    calls = []
+    real = viz._project_2d
+    monkeypatch.setattr(viz, "_project_2d", lambda *a: calls.append(a[1:]) or real(*a))
+    assert np.array_equal(viz.project_2d(f.clone(), "pca"), first) and not calls
+    viz.project_2d(f, "pca", seed=1)
+    viz.project_2d(f, "tsne")
+    assert calls == [("pca", 1), ("tsne", 0)]
+    with pytest.raises(ValueError, match="unknown projection 'mds'"):
+        viz.project_2d(f, "mds")
