@@ -66,10 +66,17 @@ def encoder_stages(name: str, data, finetune_steps: int, draws: int) -> dict:
     enc = ref.encoder.eval()
     rows: dict = {}
     print(f"{name} ({ref.spec.backbone}), {len(data.train_x)} train / {len(data.test_x)} test images", flush=True)
+    feats = {}
     for precision, autocast in (("fp32", False), ("bf16", True)):
         with Stage(rows, f"features {precision}"):
-            tr = extract_features(enc, data.train_x, autocast=autocast, cache=False)
-            te = extract_features(enc, data.test_x, autocast=autocast, cache=False)
+            feats[precision] = (extract_features(enc, data.train_x, autocast=autocast, cache=False),
+                                extract_features(enc, data.test_x, autocast=autocast, cache=False))
+    # what bf16 features would change: kNN and the linear probe on each (the cards are fp32)
+    for precision, (a, b) in feats.items():
+        rows[f"features {precision}"].update(knn=knn_accuracy(a, data.train_y, b, data.test_y),
+                                             linear=linear_probe(a, data.train_y, b, data.test_y, cache=False))
+    print(f"    bf16 against fp32 features: kNN {100 * (rows['features bf16']['knn'] - rows['features fp32']['knn']):+.2f}"
+          f", linear {100 * (rows['features bf16']['linear'] - rows['features fp32']['linear']):+.2f} points", flush=True)
     with Stage(rows, "features fp32, first (into the cache)"):
         tr = extract_features(enc, data.train_x, autocast=False)
         te = extract_features(enc, data.test_x, autocast=False)
