@@ -342,6 +342,8 @@ def _moco(c: _Canvas, spec, model, s) -> None:
     c.arrow(img.right, bot[0].left)
     for i, (name, sym) in enumerate([("view", "x_q, x_k (B, C, H, W)"), ("h", "h (B, D)")]):
         c.shape(top[i].cx, 2.2, name, sym, s[name])
+    c.note(bot[1].cx, bot[1].y - 0.08, f"shuffled BatchNorm: {cfg.bn_splits} groups" if cfg.bn_splits > 1
+           else "one BatchNorm group (bn_splits = 1)", ha="center", va="top", fontsize=7, color="#666666")
     for i in (1, 2):   # the key encoder and its head both follow the query side
         c.arrow((top[i].cx, top[i].y - 0.5), (top[i].cx, bot[i].y + bot[i].h + 0.02), kind="ema")
     c.ax.text(top[2].cx + 0.1, 1.53, f"EMA, m = {cfg.momentum:g}\nafter each step", fontsize=7.5,

@@ -85,6 +85,8 @@ class MoCo(SSLMethod):
         super().__init__()
         self.cfg = c = cfg or MoCoConfig()
         self.encoder = encoder
+        # SimCLR's Linear-BN-ReLU-Linear head; MoCo v2's own (--mlp in facebookresearch/moco, moco/builder.py)
+        # is Linear-ReLU-Linear, without BatchNorm. Its BatchNorm is split into groups like the encoder's.
         self.projector = projection_head(encoder.dim, c.hidden_dim or encoder.dim, c.projection_dim)
         # the key (momentum) encoder and head: copies that no gradient reaches
         self.key_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
