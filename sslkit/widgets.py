@@ -402,17 +402,14 @@ def mask_explorer(mae, images: torch.Tensor, n: int = 6, seed: int = 0) -> W.Wid
             out.clear_output(wait=True)
             if normalised:
                 rows = torch.cat([rec["original"], rec["masked"], rec["target"], rec["reconstruction"]]).cpu()
-                names = ("rows: original, masked input, target (each patch normalised by its own mean and std),\n"
-                         "reconstruction (visible patches as the target, hidden ones as predicted, same units)")
-                units = "per-patch normalised units"
+                names = ("rows: original | masked input | target | reconstruction\n"
+                         "the last two in per-patch normalised units; hidden patches: the prediction alone")
             else:
                 rows = torch.cat([rec["original"], rec["masked"], rec["reconstruction"]]).cpu()
-                names = "rows: original, masked input, reconstruction (hidden patches as predicted, in pixels)"
-                units = "the encoder's normalised pixels"
+                names = "rows: original | masked input | reconstruction\nhidden patches: the prediction, in pixels"
             fig, ax = plt.subplots(figsize=(1.1 * n + 1, 1.3 * (rows.shape[0] // n) + 0.9))
             image_grid(rows, nrow=n, ax=ax, title=f"{names}\nmask ratio {r:.2f}: {int(round(L * (1 - r)))} of {L} "
-                                                 f"patches visible; MSE on the hidden patches {float(rec['loss']):.3f} "
-                                                 f"({units})")
+                                                 f"patches visible; MSE on the hidden patches {float(rec['loss']):.3f}")
             plt.show()
 
     _on_change({"r": ratio}, draw)

@@ -92,7 +92,88 @@ def check_patch_targets(fn: Callable) -> str:
     return "your per-patch normalised targets match MAE's, flat patches included."
 
 
+def _patchify_reference(imgs: torch.Tensor, p: int) -> torch.Tensor:
+    # as MAE.patchify and the paper's models_mae.py: patches row by row, values (row, col, channel)
+    B, C, H, W = imgs.shape
+    x = imgs.reshape(B, C, H // p, p, W // p, p)
+    return torch.einsum("bchpwq->bhwpqc", x).reshape(B, (H // p) * (W // p), p * p * C)
+
+
+def _patch_orders(imgs: torch.Tensor, p: int) -> dict[str, torch.Tensor]:
+    """The usual wrong orders, each with the sentence it deserves."""
+    B, C, H, W = imgs.shape
+    h, w = H // p, W // p
+    x = imgs.reshape(B, C, h, p, w, p)
+    return {
+        "channel first": x.permute(0, 2, 4, 1, 3, 5).reshape(B, h * w, C * p * p),
+        "columns first": x.permute(0, 4, 2, 3, 5, 1).reshape(B, h * w, p * p * C),
+        "transposed": x.permute(0, 2, 4, 5, 3, 1).reshape(B, h * w, p * p * C),
+        "flat": imgs.reshape(B, h * w, p * p * C),
+    }
+
+
+_ORDER_HINTS = {
+    "channel first": "the values inside each patch are in (channel, row, column) order; the kit, like the paper's "
+                     "models_mae.py, orders them (row, column, channel): einsum('bchpwq->bhwpqc') or "
+                     "permute(0, 2, 4, 3, 5, 1)",
+    "columns first": "your patches go down the columns first; number them row by row, as a ViT reads them "
+                     "(patch 1 is the second patch of the first row)",
+    "transposed": "inside each patch your values run column by column; they should run row by row, "
+                  "(row, column, channel)",
+    "flat": "each of your 'patches' is a run of consecutive values of the flat image, not a p x p square: reshape "
+            "to (B, C, H/p, p, W/p, p) first, so that the rows and columns of patches get their own dims",
+}
+
+
+def check_patchify(fn: Callable) -> str:
+    for B, C, H, p, case in [(2, 3, 8, 4, "2 colour images of 8x8, patches of 4"),
+                             (3, 1, 12, 3, "3 greyscale images of 12x12, patches of 3"),
+                             (1, 3, 32, 4, "one 32x32 colour image, patches of 4")]:
+        imgs = torch.randn(B, C, H, H)
+        L, P = (H // p) ** 2, p * p * C
+        got = _tensor(_call(fn, imgs, p, on=case), (B, L, P), f"for {case} the patches (B, L = {L}, p*p*C = {P})")
+        if _close(got, _patchify_reference(imgs, p)):
+            continue
+        for name, wrong in _patch_orders(imgs, p).items():
+            if _close(got, wrong):
+                raise _Wrong(f"for {case} {_ORDER_HINTS[name]}.")
+        raise _Wrong(f"for {case} your patches hold the wrong values: patch 0 should be the top-left {p}x{p} square, "
+                     "its values ordered (row, column, channel).")
+    return "your patchify matches MAE.patchify (patches row by row, values (row, column, channel)), greyscale included."
+
+
+_UNPATCH_HINTS = {
+    "channel first": "your unpatchify reads each patch's values as (channel, row, column); patchify wrote them "
+                     "(row, column, channel): reshape to (B, H/p, W/p, p, p, C), then einsum('bhwpqc->bchpwq')",
+    "columns first": "your unpatchify lays the patches down the columns first; they come row by row (patch 1 is "
+                     "the second patch of the first row)",
+    "transposed": "your unpatchify reads each patch's values column by column; they run row by row, "
+                  "(row, column, channel)",
+    "flat": "your unpatchify reshapes the patches straight into the image, but each patch is a p x p square: reshape "
+            "to (B, H/p, W/p, p, p, C) first, then move the axes to (B, C, H/p, p, W/p, p)",
+}
+
+
+def check_unpatchify(fn: Callable) -> str:
+    for B, C, H, p, case in [(2, 3, 8, 4, "2 colour images of 8x8, patches of 4"),
+                             (3, 1, 12, 3, "3 greyscale images of 12x12, patches of 3"),
+                             (1, 3, 32, 4, "one 32x32 colour image, patches of 4")]:
+        imgs = torch.randn(B, C, H, H)
+        patches = _patchify_reference(imgs, p)
+        got = _tensor(_call(fn, patches, p, C, on=f"the patches of {case}"), (B, C, H, H), f"for {case} the images")
+        if _close(got, imgs):
+            continue
+        for name, wrong in _patch_orders(got, p).items():     # the order your unpatchify inverts
+            if _close(wrong, patches):
+                raise _Wrong(f"for {case} {_UNPATCH_HINTS[name]}.")
+        raise _Wrong(f"for {case} unpatchify(patchify(images)) does not give the images back: reshape the patches to "
+                     "(B, H/p, W/p, p, p, C), move the axes back to (B, C, H/p, p, W/p, p) and reshape to (B, C, H, W).")
+    return "your unpatchify inverts MAE's patchify exactly, greyscale and other patch sizes included."
+
+
 EXERCISES = {
+    "patchify": Exercise("MAE's patchify", "06_mae", check_patchify),
+    "unpatchify": Exercise("MAE's unpatchify", "06_mae", check_unpatchify),
     "random_masking": Exercise("MAE's random masking", "06_mae", check_random_masking),
     "patch_targets": Exercise("MAE's per-patch normalised targets", "06_mae", check_patch_targets),
 }

@@ -37,7 +37,7 @@ class MAEConfig:
     """
 
     mask_ratio: float = 0.75
-    norm_pix_loss: bool = True     # targets normalised per patch (the paper's default, table 1c)
+    norm_pix_loss: bool = True     # targets normalised per patch: the paper's best (Table 1d), PRETRAIN.md's command
     decoder_dim: int = 64
     decoder_depth: int = 2
     decoder_heads: int = 4
