@@ -7,7 +7,10 @@ fixed set was applied. Gaps and jitter between tiles and per-tile normalisation 
 low-level shortcuts (continuing edges and lines, matching colour statistics).
 
 Noroozi, Favaro. "Unsupervised Learning of Visual Representations by Solving Jigsaw Puzzles."
-ECCV 2016. https://arxiv.org/abs/1603.09246
+ECCV 2016. https://arxiv.org/abs/1603.09246. The authors' code (Caffe): MehdiNoroozi/JigsawPuzzleSolver,
+as released for the paper in 2016 (caffe-master-jps/, commit 2fba1c6) and replaced in 2018 by their
+Jigsaw++ code (caffe-master-jps++/); a third party's PyTorch code: bbrattoli/JigsawPuzzlePytorch.
+Comments below cite their files.
 """
 
 from __future__ import annotations
@@ -30,27 +33,38 @@ MIN_TILE = 8   # px: the small CNN halves a tile three times; below 8 px nothing
 
 @dataclass
 class JigsawConfig:
-    """The jigsaw task's settings; the paper's defaults unless a comment says otherwise."""
+    """The jigsaw task's settings; the comments say which values come from the two codes (module docstring)."""
 
     grid: int = 3                       # tiles per side: 3x3 = 9 tiles
-    num_permutations: int = 1000        # size of the permutation set (the paper's best: 1000)
-    # The set is the paper's Algorithm 1 (largest mean distance to those chosen); its minimum distance
-    # is not optimised, only measured. min_hamming refuses a set whose minimum falls below it; None = any.
+    # size of the permutation set: 1000 is the PyTorch code's default (select_permutations.py --classes 1000);
+    # the authors' repository ships a set of 100 (permutations_100_max.bin; permutations_701.bin came with Jigsaw++)
+    num_permutations: int = 1000
+    # The set takes, again and again, the candidate with the largest mean distance to those chosen, as
+    # select_permutations.py does; its minimum distance is not optimised, only measured. min_hamming
+    # refuses a set whose minimum falls below it; None = any.
     min_hamming: int | None = None
-    # Images are resized to image_size before cutting. The paper cuts 64-px tiles from 75-px cells
-    # of a 225-px crop of ImageNet; a 32-px CIFAR image gives 9-px tiles. Upsampling to 64 px gives
-    # 18-px tiles, more for a deep encoder to see, but 2x enlarged while the encoder is evaluated
+    # Images are resized to image_size before cutting. Both codes cut 64-px tiles at random places in
+    # the 85-px cells of a 255-px crop of ImageNet (train_val_cfn_jps.prototxt: crop_size 255, patch_size
+    # 64, jitter_size 21; JigsawImageLoader.py: CenterCrop(255), RandomCrop(64)); a 32-px CIFAR image
+    # gives 9-px tiles. Upsampling to 64 px gives 18-px tiles, more for a deep encoder to see, but 2x
+    # enlarged while the encoder is evaluated
     # on whole images at 1x. On the CPU with the small CNN the scale mattered more (2-minute runs,
     # linear probe 49.2% at 32 px against 44.7% at 64 px), so the quick profile sets 32; the
     # default, used by the full profile's ResNet-18, stays 64 until measured on a GPU.
     image_size: int = 64
-    tile_fraction: float = 64 / 75     # tile side / cell side: the rest is the random gap and jitter
-    per_tile_norm: bool = True          # normalise each tile by its own mean and std (paper, sec. 3.3)
-    # grey images against chromatic shortcuts; 0.3 is the kit's choice (bbrattoli/JigsawPuzzlePytorch,
-    # Dataset/JigsawImageLoader.py, jitters each colour channel instead)
+    # tile side / cell side, the rest being the random gap and jitter: 64/75 is the kit's choice (the
+    # codes above cut 64 of 85 px, a wider gap)
+    tile_fraction: float = 64 / 75
+    # normalise each tile by its own mean and std per channel, as JigsawImageLoader.py does ("Normalize the
+    # patches indipendently"); the authors' 2016 data_transformer.cpp subtracts each tile's own mean only
+    per_tile_norm: bool = True
+    # grey images against colour shortcuts: 0.3 as JigsawImageLoader.py (np.random.rand() < 0.30 turns an
+    # image grey; it also shifts each channel's values by randint(-2, 2), which the kit does not). The
+    # authors' 2016 code turns nothing grey; their Jigsaw++ data_transformer.cpp greys half the puzzles
+    # and offsets each colour channel of a tile by 0-2 px (rand()%3).
     gray_p: float = 0.3
-    tile_dim: int = 512                 # fc6: per-tile features, shared weights
-    hidden_dim: int = 1024              # fc7 (paper: 4096; smaller here for CPU budgets)
+    tile_dim: int = 512                 # fc6: per-tile features, shared weights (1024 in both codes)
+    hidden_dim: int = 1024              # fc7 (4096 in both codes; smaller here for CPU budgets)
     permutation_seed: int = 0
     # A variant, not the paper's design: the shuffled (and normalised) tiles are laid back into one
     # picture of image_size, gaps grey, and the encoder sees the whole puzzle at the scale it is
@@ -90,12 +104,14 @@ class JigsawConfig:
 # ------------------------------------------------------------------------ the permutation set
 
 def mean_distance_selection(candidates: np.ndarray, size: int, first: int = 0) -> np.ndarray:
-    """Noroozi & Favaro's Algorithm 1 on a pool of candidate permutations: indices of the chosen rows.
+    """Noroozi & Favaro's permutation set, chosen from a pool of candidates: indices of the chosen rows.
 
     Start from ``candidates[first]``; then, again and again, add the candidate whose *mean*
     Hamming distance to the permutations chosen so far is largest (the first one on a tie; the
     chosen never again). As the selection script of the PyTorch reference code does
-    (bbrattoli/JigsawPuzzlePytorch, select_permutations.py, ``--selection max``: ``cdist(P, P_hat, 'hamming').mean(axis=0).argmax()``).
+    (bbrattoli/JigsawPuzzlePytorch, select_permutations.py, ``--selection max``:
+    ``D = cdist(P,P_hat, metric='hamming').mean(axis=0)``, then ``j = D.argmax()``); the sets in the
+    authors' repository fit it (permutations_100_max.bin: mean distance 8.08, minimum 2).
     Each candidate's summed distance to the set is kept up to date, one comparison with the newest
     member per pick (the sum has the mean's argmax).
 
@@ -128,7 +144,7 @@ def mean_distance_selection(candidates: np.ndarray, size: int, first: int = 0) -
 
 @lru_cache(maxsize=16)
 def greedy_permutations(n_tiles: int, size: int, seed: int = 0, pool: int = 100_000) -> tuple[torch.Tensor, np.ndarray]:
-    """The permutation set of Noroozi & Favaro's Algorithm 1 (:func:`mean_distance_selection`),
+    """Noroozi & Favaro's permutation set, largest mean distance first (:func:`mean_distance_selection`),
     with its minimum Hamming distance measured as it grows.
 
     The candidates are every permutation of ``n_tiles`` in lexicographic order when there are at
@@ -171,7 +187,7 @@ def min_hamming_distance(perms: torch.Tensor) -> int:
 
 def mean_hamming_distance(perms: torch.Tensor) -> float:
     """The mean Hamming distance over all pairs of different rows of ``perms (P, T)``: the set's
-    average distance, which Algorithm 1 keeps large and the paper's Table 3 varies."""
+    average distance, which the selection keeps large and the paper's comparison of sets varies."""
     P = len(perms)
     d = (perms[:, None, :] != perms[None, :, :]).sum(-1)
     return float(d.sum()) / (P * (P - 1))
@@ -291,7 +307,7 @@ class Jigsaw(SSLMethod):
                              f"distance) keep a minimum Hamming distance of {cfg.min_hamming}, fewer than "
                              f"num_permutations={cfg.num_permutations}: ask for at most {n_ok} or a smaller min_hamming.")
         # (P, T); a state-dict buffer, so a trained model keeps the set it learned with (a reference
-        # built before the set followed Algorithm 1 loads its own)
+        # built before the set followed the largest-mean rule loads its own)
         self.register_buffer("perms", perms)
         if cfg.whole_image:
             # the variant: one pass over the whole puzzle, an MLP on the flattened last feature map
@@ -303,7 +319,8 @@ class Jigsaw(SSLMethod):
             self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(fmap[0].numel(), cfg.hidden_dim),
                                             nn.ReLU(inplace=True), nn.Linear(cfg.hidden_dim, cfg.num_permutations))
             return
-        # fc6 on each tile with shared weights, then fc7 and fc8 on the concatenation (paper, fig. 3)
+        # fc6 on each tile with shared weights, then fc7 and fc8 on the concatenation, as both codes
+        # (train_val_cfn_jps.prototxt: fc6_s1..fc6_s9 into a Concat, fc7, fc8; JigsawNetwork.py)
         self.tile_fc = nn.Sequential(nn.Linear(encoder.dim, cfg.tile_dim), nn.ReLU(inplace=True))
         self.classifier = nn.Sequential(nn.Linear(T * cfg.tile_dim, cfg.hidden_dim), nn.ReLU(inplace=True),
                                         nn.Linear(cfg.hidden_dim, cfg.num_permutations))

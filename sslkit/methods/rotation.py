@@ -6,7 +6,8 @@ of a batch is shown at all K rotations in the same batch, and an encoder plus a 
 predicts the rotation index.
 
 Gidaris, Singh, Komodakis. "Unsupervised Representation Learning by Predicting Image
-Rotations." ICLR 2018. https://arxiv.org/abs/1803.07728
+Rotations." ICLR 2018. https://arxiv.org/abs/1803.07728. The authors' code:
+gidariss/FeatureLearningRotNet (comments below cite its files).
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ ROTATION_COUNTS = (2, 4, 8)
 
 @dataclass
 class RotationConfig:
-    """RotNet's settings; defaults are the paper's (K = 4: 0, 90, 180, 270 degrees)."""
+    """RotNet's settings; K = 4 (0, 90, 180, 270 degrees) and the crop as the authors' dataloader.py."""
 
     num_rotations: int = 4          # K: 2 (0/180), 4 (0/90/180/270) or 8 (45-degree steps, the paper's ablation)
     hidden_dim: int | None = None   # hidden width of the rotation head; None = the encoder's width, 0 = linear head
-    crop_padding: int = 4           # the paper's CIFAR pipeline: random crop with 4-px padding and a flip
+    crop_padding: int = 4           # dataloader.py, CIFAR-10: RandomCrop(32, padding=4), RandomHorizontalFlip()
 
     def __post_init__(self):
         if self.num_rotations not in ROTATION_COUNTS:
@@ -78,8 +79,10 @@ class Rotation(SSLMethod):
         self.encoder = encoder
         K, D = self.cfg.num_rotations, encoder.dim
         hidden = D if self.cfg.hidden_dim is None else self.cfg.hidden_dim
-        # Deviation: the paper's head is the network's last conv block(s) plus a linear layer, so
-        # the features it evaluates sit a few layers below the rotation classifier. Our encoder
+        # Deviation: in the authors' code the rotation classifier is a global average pool and one linear
+        # layer after the last conv block (architectures/NetworkInNetwork.py), and the features evaluated
+        # are the 2nd block's (config/..._Conv2_feats.py: out_feat_keys ['conv2']), so they sit a few
+        # layers below the rotation classifier. Our encoder
         # ends in pooled features, so a small MLP plays the role of those extra layers (the most
         # task-specific part is then the head, not the features kept for downstream use).
         self.head = (nn.Linear(D, K) if hidden == 0 else
@@ -87,8 +90,9 @@ class Rotation(SSLMethod):
                                    nn.ReLU(inplace=True), nn.Linear(hidden, K)))
 
     def augment(self, images: torch.Tensor) -> torch.Tensor:
-        """The paper's light CIFAR augmentation, per image: a random crop of the image padded
-        by ``crop_padding`` px and a horizontal flip. (B, C, H, W) -> (B, C, H, W).
+        """The authors' light CIFAR-10 augmentation, per image: a random crop of the image padded
+        by ``crop_padding`` px and a horizontal flip (dataloader.py: ``RandomCrop(32, padding=4)``,
+        ``RandomHorizontalFlip()``). (B, C, H, W) -> (B, C, H, W).
 
         Deviation: the padding reflects the image (one ``grid_sample``) instead of zeros.
         """
@@ -107,7 +111,8 @@ class Rotation(SSLMethod):
         B, _, H, W = images.shape
         views = torch.cat([rotate(images, a) for a in self.cfg.angles])
         if self.cfg.num_rotations == 8:
-            # Deviation (the paper does not say how it handles corners): a 45-degree rotation
+            # Deviation (the authors' code has no 45-degree turn, its rotate_img takes multiples of 90
+            # only, so it does not show how the paper handled corners): a 45-degree rotation
             # leaves empty corners, which would give the odd angles away without looking at the
             # object, so every view, also the exact multiples of 90, is cut to the central disc.
             views = views * disc_mask(H, W, images.device)
