@@ -268,7 +268,7 @@ def jigsaw_viewer(images: torch.Tensor, method=None, cfg=None, seed: int = 0) ->
 
 
 def permutation_set_explorer(n_tiles: int = 9, max_size: int = 2000, seed: int = 0) -> W.Widget:
-    """The paper's permutation set (Algorithm 1: each new permutation the one with the largest mean
+    """The permutation set of the jigsaw code (select_permutations.py: each new permutation the one with the largest mean
     Hamming distance to those chosen) as it grows: set size against its mean and its minimum
     distance, and the pairwise distances of the chosen set beside those of random permutations."""
     import numpy as np
@@ -295,7 +295,7 @@ def permutation_set_explorer(n_tiles: int = 9, max_size: int = 2000, seed: int =
         with out:
             out.clear_output(wait=True)
             fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
-            axes[0].plot(sizes, mean_distance, label="mean distance (what Algorithm 1 maximises)")
+            axes[0].plot(sizes, mean_distance, label="mean distance (what the selection maximises)")
             axes[0].plot(sizes, min_distance, label="minimum distance (measured)")
             axes[0].axhline(n_tiles - 1, color="gray", ls=":", lw=1, label=f"random permutations' mean ({n_tiles - 1})")
             axes[0].axvline(size, color="tab:red", ls="--")
@@ -308,11 +308,11 @@ def permutation_set_explorer(n_tiles: int = 9, max_size: int = 2000, seed: int =
                               f"any two differ in at least {int(min_distance[size - 1])} positions", fontsize=9)
             bins = torch.arange(n_tiles + 2) - 0.5
             axes[1].hist(pairwise(perms[:n]).numpy(), bins=bins.numpy(), alpha=0.7, density=True,
-                         label="Algorithm 1 (largest mean)")
+                         label="largest mean distance")
             axes[1].hist(pairwise(random_set).numpy(), bins=bins.numpy(), alpha=0.5, density=True, label="random")
             axes[1].set_xlabel("Hamming distance between two permutations of the set")
             axes[1].set_title(f"pairwise distances of {n}: closest pair {int(pairwise(perms[:n]).min())} "
-                              f"(Algorithm 1), {int(pairwise(random_set).min())} (random)", fontsize=9)
+                              f"(largest mean), {int(pairwise(random_set).min())} (random)", fontsize=9)
             axes[1].legend(fontsize=8)
             fig.tight_layout()
             plt.show()

@@ -30,7 +30,7 @@ WRONG = [
 
 
 def _greedy(cand, size, rule):
-    """Algorithm 1 and its typical slips: the largest mean distance, the largest minimum distance, the
+    """The largest-mean-distance selection and its typical slips: the largest mean distance, the largest minimum distance, the
     distance to the newest member only, the smallest mean."""
     taken = torch.zeros(len(cand), dtype=torch.bool)
     taken[0] = True

@@ -107,7 +107,7 @@ def test_all_permutations_of_four_tiles():
 
 
 def test_the_shipped_reference_keeps_the_permutation_set_it_was_trained_with():
-    """The jigsaw reference was trained before the set followed Algorithm 1: its own order of the 24
+    """The jigsaw reference was trained before the set followed the largest-mean-distance rule: its own order of the 24
     permutations travels in its weights (the ``perms`` buffer) and is what the loaded model uses."""
     from safetensors.torch import load_file
 

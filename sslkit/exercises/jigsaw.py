@@ -30,7 +30,7 @@ def check_min_hamming(fn: Callable) -> str:
     return "your minimum Hamming distance matches the package's, two permutations and a single swap included."
 
 
-# ---------------------------------------------------------------- Algorithm 1
+# ------------------------------------------ the permutation set (largest mean distance)
 
 def _pools() -> list[tuple[str, torch.Tensor, int]]:
     g = torch.Generator().manual_seed(0)
@@ -71,7 +71,7 @@ def check_permutation_set(fn: Callable) -> str:
             mean = lambda j: total[j].item() / i
             if i >= 2 and nearest[idx[i]] == nearest[free].max():
                 raise _Wrong(f"pick {i} of your set (from {what}) is the candidate farthest from its *nearest* chosen "
-                             "permutation (the largest minimum distance); Algorithm 1 takes the one with the largest "
+                             "permutation (the largest minimum distance); the selection takes the one with the largest "
                              f"*mean* distance to all of those chosen ({mean(idx[i]):.2f} for yours, "
                              f"{total[free].max().item() / i:.2f} for the best).")
             if i >= 2 and dist[idx[i], i - 1] == dist[free, i - 1].max():
@@ -80,11 +80,11 @@ def check_permutation_set(fn: Callable) -> str:
                              "the largest total (the largest mean).")
             if total[idx[i]] == total[free].min():
                 raise _Wrong(f"pick {i} of your set (from {what}) is the candidate *closest* on average to those "
-                             "chosen; Algorithm 1 takes the farthest (argmax, not argmin).")
+                             "chosen; the selection takes the farthest (argmax, not argmin).")
             raise _Wrong(f"pick {i} of your set (from {what}) has a mean Hamming distance of {mean(idx[i]):.2f} to "
                          f"the {i} chosen before it, but a candidate not yet chosen has {total[free].max().item() / i:.2f}; "
                          "each pick must be the largest mean distance to all chosen so far.")
-    return ("every pick of your set has the largest mean Hamming distance to those chosen before it (Algorithm 1), "
+    return ("every pick of your set has the largest mean Hamming distance to those chosen before it (select_permutations.py's rule), "
             "on all 24 permutations of 4 tiles and on a pool of 9-tile permutations.")
 
 
@@ -157,6 +157,6 @@ def check_seam_solver(fn: Callable) -> str:
 
 EXERCISES = {
     "min_hamming": Exercise("the minimum Hamming distance of a permutation set", "02_jigsaw", check_min_hamming),
-    "permutation_set": Exercise("the permutation set of the paper's Algorithm 1", "02_jigsaw", check_permutation_set),
+    "permutation_set": Exercise("the permutation set of largest mean Hamming distance", "02_jigsaw", check_permutation_set),
     "seam_solver": Exercise("a seam matcher that solves puzzles without learning", "02_jigsaw", check_seam_solver),
 }
