@@ -11,7 +11,8 @@ the positive out of the K queued negatives.
 He, Fan, Wu, Xie, Girshick. "Momentum Contrast for Unsupervised Visual Representation Learning."
 CVPR 2020. https://arxiv.org/abs/1911.05722
 Chen, Fan, Girshick, He. "Improved Baselines with Momentum Contrastive Learning." 2020
-(MoCo v2: an MLP projection head and SimCLR's augmentations). https://arxiv.org/abs/2003.04297
+(MoCo v2: an MLP projection head and more data augmentation, SimCLR's blur added to MoCo's; its
+abstract and section 3). https://arxiv.org/abs/2003.04297
 """
 
 from __future__ import annotations
