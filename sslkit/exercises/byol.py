@@ -2,46 +2,66 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
+import torch.nn as nn
 
 from sslkit.exercises._core import _Wrong, _call, _close, _scalar, Exercise
-from sslkit.methods.byol import regression_loss
-from sslkit.methods.ema import ema_update
+from sslkit.methods.byol import momentum_at, regression_loss
+
+
+def _nets(seed: int):
+    """A small online network and its target (a deepcopy without gradient, as BYOL builds it), the
+    target moved away from the online weights so that an update shows."""
+    torch.manual_seed(seed)
+    online = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3))
+    target = copy.deepcopy(online).requires_grad_(False)
+    with torch.no_grad():
+        for t in target.parameters():
+            t.copy_(torch.randn_like(t))
+    return online, target
 
 
 def check_ema_update(fn: Callable) -> str:
-    online = [torch.randn(4, 3, requires_grad=True), torch.randn(5, requires_grad=True)]
-    target = [torch.zeros(4, 3), torch.zeros(5)]
-    mine = [t.clone() for t in target]
     m = 0.99
-    _call(fn, mine, online, m, on="a target of zeros, random online weights and momentum 0.99")
-    ref = [t.clone() for t in target]
-    ema_update(ref, online, m)
-    if all(torch.equal(a, b) for a, b in zip(mine, target)):
-        raise _Wrong("your target weights did not change: update them in place (t.mul_(m).add_(...) or "
-                     "t.copy_(...)) instead of making new tensors.")
-    if any(t.requires_grad for t in mine):
-        raise _Wrong("your update recorded gradient history in the target weights (they now require grad): "
+    online, target = _nets(0)
+    before = [t.detach().clone() for t in target.parameters()]
+    want = [m * t + (1 - m) * o.detach() for t, o in zip(before, online.parameters())]
+    target_list, online_list = list(target.parameters()), list(online.parameters())
+    passed = list(target_list)
+    on = "the parameters of a small network and of its target copy, momentum 0.99"
+    _call(fn, target_list, online_list, m, on=on)
+    now = [t.detach() for t in target.parameters()]
+    if all(torch.equal(a, b) for a, b in zip(now, before)):
+        if any(a is not b for a, b in zip(target_list, passed)) and \
+                all(_close(a.detach(), w) for a, w in zip(target_list, want)):
+            raise _Wrong("your update put new tensors into the list (target[i] = ...), so the list holds the right "
+                         "numbers but the target network's own weights did not move: update each tensor in place, "
+                         "t.mul_(m).add_(o, alpha=1 - m) or t.copy_(...).")
+        raise _Wrong("the target network's weights did not change: update each tensor in place (t.mul_(m).add_(...) "
+                     "or t.copy_(...)); assigning t = ... only rebinds a name.")
+    if any(t.requires_grad or t.grad_fn is not None for t in target.parameters()):
+        raise _Wrong("your update recorded gradient history in the target's weights (they now require grad): "
                      "wrap it in torch.no_grad(), the target is never trained by gradients.")
-    moved = (mine[0] / online[0].detach()).mean().item()
-    if abs(moved - 0.99) < 1e-3:
+    swapped = [(1 - m) * t + m * o.detach() for t, o in zip(before, online.parameters())]
+    if all(_close(a, s) for a, s in zip(now, swapped)):
         raise _Wrong("with momentum 0.99 the target should move only 1% of the way towards the online weights; "
                      "yours moves 99%, so momentum and 1 - momentum are swapped.")
-    if not all(_close(a, b) for a, b in zip(mine, ref)):
-        raise _Wrong(f"starting from zeros, one step at momentum 0.99 should give 0.01 x the online weights; yours "
-                     f"gives {moved:.3f} x: the rule is target = m * target + (1 - m) * online.")
+    if not all(_close(a, w) for a, w in zip(now, want)):
+        raise _Wrong("the target's weights moved, but not to m * target + (1 - m) * online: check the rule, "
+                     "each target tensor with its own online tensor.")
     for m in (0.0, 1.0):
-        mine, ref = [torch.randn(3)], [torch.zeros(3)]
-        ref[0].copy_(mine[0])
-        o = [torch.randn(3)]
-        _call(fn, mine, o, m, on=f"momentum {m}")
-        ema_update(ref, o, m)
-        if not _close(mine[0], ref[0]):
-            raise _Wrong(f"at momentum {m} the target should {'become a copy of the online weights' if m == 0 else 'not move at all'}; "
+        online, target = _nets(1)
+        before = [t.detach().clone() for t in target.parameters()]
+        _call(fn, list(target.parameters()), list(online.parameters()), m, on=f"momentum {m}")
+        want = [o.detach() for o in online.parameters()] if m == 0 else before
+        if not all(_close(t.detach(), w) for t, w in zip(target.parameters(), want)):
+            raise _Wrong(f"at momentum {m:g} the target should {'become a copy of the online weights' if m == 0 else 'not move at all'}; "
                          "yours does something else.")
-    return "your EMA update matches the package's ema_update, in place and without gradient history, at momentum 0, 0.99 and 1."
+    return ("your EMA update moves a real target network's weights in place, without gradient history, as the "
+            "package's ema_update does, at momentum 0, 0.99 and 1.")
 
 
 def _byol_reference(p1, p2, z1, z2):
@@ -83,7 +103,57 @@ def check_byol_loss(fn: Callable) -> str:
     return "your symmetric BYOL loss matches the package's, values and gradients, with no gradient into the targets."
 
 
+def _number(value, what: str) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise _Wrong(f"{what} should be one number (a float), but your function returned a {type(value).__name__}.")
+
+
+def check_momentum_schedule(fn: Callable) -> str:
+    K = 1000
+    ks = (0, 100, 250, 500, 750, 900, 1000)
+
+    def run(base):
+        return [_number(_call(fn, k, K, base, on=f"step {k} of {K}, base momentum {base}"),
+                        f"at step {k} of {K} the momentum") for k in ks]
+
+    base = 0.99
+    got = run(base)
+    want = [momentum_at(k / K, base) for k in ks]
+    ok = lambda a, b: all(abs(x - y) < 1e-6 for x, y in zip(a, b))
+    if ok(got, want):
+        for other in (0.9, 0.996):
+            if not ok(run(other), [momentum_at(k / K, other) for k in ks]):
+                raise _Wrong(f"right at base momentum 0.99 but not at {other}: use the base_momentum argument "
+                             "instead of a fixed number.")
+        return ("your schedule matches the paper's, 1 - (1 - base) (cos(pi k / K) + 1) / 2, from the base momentum "
+                "at step 0 to 1 at the last step, for bases 0.9, 0.99 and 0.996.")
+    if abs(got[0] - 1.0) < 1e-6 and abs(got[-1] - base) < 1e-6:
+        raise _Wrong("yours runs backwards, from 1 at step 0 down to the base momentum at the end; the target should "
+                     "start at the base and slow to a stop: the factor (cos(pi k / K) + 1) / 2 is 1 at k = 0 and 0 at k = K.")
+    if abs(got[0] - base) > 1e-6:
+        raise _Wrong(f"at step 0 the momentum should be the base momentum {base}; yours gives {got[0]:.4f}: check "
+                     "that the factor (cos(pi k / K) + 1) / 2 is 1 at k = 0 (the + 1 and the / 2).")
+    if got[-1] > 1.0 + 1e-6:
+        raise _Wrong(f"at the last step yours gives {got[-1]:.4f}, above 1, which would push the target away from the "
+                     "online network: the factor (cos(pi k / K) + 1) / 2 runs from 1 to 0, cos alone runs to -1 "
+                     "(the + 1 and the / 2).")
+    if abs(got[-1] - 1.0) > 1e-6:
+        raise _Wrong(f"at the last step (k = K) the momentum should reach 1, the target then stops; yours gives "
+                     f"{got[-1]:.4f}: the cosine's argument is pi * k / K, in radians (math.pi, math.cos).")
+    linear = [1 - (1 - base) * (1 - k / K) for k in ks]
+    if ok(got, linear):
+        raise _Wrong("yours rises from the base to 1 in a straight line; the paper's rises along a half cosine, "
+                     "1 - (1 - base) (cos(pi k / K) + 1) / 2: slowly at first, fastest in the middle, slowly at the end.")
+    i = next(i for i, (a, b) in enumerate(zip(got, want)) if abs(a - b) >= 1e-6)
+    raise _Wrong(f"it starts at the base and ends at 1, but at step {ks[i]} of {K} (base 0.99) the momentum should be "
+                 f"{want[i]:.6f}; yours is {got[i]:.6f}: compare with 1 - (1 - base) (cos(pi k / K) + 1) / 2.")
+
+
 EXERCISES = {
-    "ema_update": Exercise("BYOL's EMA update", "05_byol", check_ema_update),
     "byol_loss": Exercise("BYOL's symmetric loss", "05_byol", check_byol_loss),
+    "ema_update": Exercise("BYOL's EMA update", "05_byol", check_ema_update),
+    "momentum_schedule": Exercise("BYOL's momentum schedule", "05_byol", check_momentum_schedule),
 }
