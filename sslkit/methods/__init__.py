@@ -9,10 +9,13 @@ from sslkit.methods.rotation import Rotation, RotationConfig
 from sslkit.methods.simclr import SimCLR, SimCLRConfig
 from sslkit.methods.supervised import Supervised, SupervisedConfig
 
+# The registry: every method by name, in the course's order (the comparison's rows, the profiles'
+# tables). A method is one file (its config, its nn.Module with the attributes sslkit.methods.base
+# lists: title, family, quick / full settings, reference recipe) and one entry here.
 METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
-    "simclr": (SimCLRConfig, SimCLR),
     "rotation": (RotationConfig, Rotation),
     "jigsaw": (JigsawConfig, Jigsaw),
+    "simclr": (SimCLRConfig, SimCLR),
     "moco": (MoCoConfig, MoCo),
     "byol": (BYOLConfig, BYOL),
     "mae": (MAEConfig, MAE),
