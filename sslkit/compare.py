@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from sslkit.augment import AugmentConfig, simclr_augment
 from sslkit.data import ImageData
 from sslkit.evaluate import extract_features, few_shot, fine_tune, knn_accuracy, linear_probe
-from sslkit.reference import RECIPES, load_reference
+from sslkit.methods import METHODS
+from sslkit.reference import RECIPES, card_path, load_reference
 from sslkit.train import build_method, embedding_spread, load_run
 
-# the order of the rows: the baselines first, then the course's order, the ceiling last
-ORDER = ("rotation", "jigsaw", "simclr", "moco", "byol", "mae", "supervised")
-NAMES = {"rotation": "rotation", "jigsaw": "jigsaw", "simclr": "SimCLR", "moco": "MoCo", "byol": "BYOL",
-         "mae": "MAE", "supervised": "supervised"}
+# the rows: every method with a reference in the registry's (the course's) order, those trained with
+# labels (the ceiling) last; each under its class's title
+ORDER = tuple(sorted(RECIPES, key=lambda m: METHODS[m][1].uses_labels))
+NAMES = {m: METHODS[m][1].title or m for m in METHODS}
 SHOTS = (1, 10, 100)
 
 
@@ -47,7 +48,8 @@ def load_entries(methods: list[str] | None = None, runs: list[str | Path] = (), 
                  data: ImageData | None = None) -> list[Entry]:
     """The shipped references of ``methods`` (default: all), the runs in ``runs``, and one
     random-init encoder per backbone among them (the seeded start of its first reference)."""
-    methods = list(ORDER if methods is None else methods)
+    # by default every reference that is shipped (a method whose reference is not built yet is left out)
+    methods = list([m for m in ORDER if card_path(m).exists()] if methods is None else methods)
     for m in methods:
         if m not in RECIPES:
             raise ValueError(f"unknown method '{m}' for the comparison: use some of {', '.join(ORDER)}.")
@@ -56,10 +58,10 @@ def load_entries(methods: list[str] | None = None, runs: list[str | Path] = (), 
         ref = load_reference(m, device=device)
         backbone = ref.spec.backbone
         if backbone not in randoms:
-            randoms[backbone] = Entry(f"random init ({'ViT' if backbone.startswith('vit') else 'CNN'})",
+            randoms[backbone] = Entry(f"random init ({ {'vit': 'ViT', 'cnn': 'CNN'}[METHODS[m][1].family]})",
                                       ref.random_init_encoder(), backbone, "random", "seed 0, no training")
         epochs = ref.card["training"].get("epochs", 0)
-        entries.append(Entry(NAMES[m], ref.encoder, backbone, "supervised" if m == "supervised" else "self-supervised",
+        entries.append(Entry(NAMES[m], ref.encoder, backbone, "supervised" if METHODS[m][1].uses_labels else "self-supervised",
                              f"reference, {epochs:.0f} epochs on {ref.card['device']}"))
     for path in runs:
         run = load_run(path, device=device, data=data)
@@ -68,7 +70,7 @@ def load_entries(methods: list[str] | None = None, runs: list[str | Path] = (), 
                                                build_method(run.spec, run.data).encoder.to(device).eval(),
                                                run.spec.backbone, "random", f"seed {run.spec.train.seed}, no training")
         entries.append(Entry(f"{NAMES.get(run.spec.method, run.spec.method)} ({Path(path).name})", run.encoder.eval(),
-                             run.spec.backbone, "supervised" if run.spec.method == "supervised" else "self-supervised",
+                             run.spec.backbone, "supervised" if METHODS[run.spec.method][1].uses_labels else "self-supervised",
                              f"run folder {path}"))
     cnn_first = sorted(randoms.values(), key=lambda e: e.backbone.startswith("vit"))
     return cnn_first + entries

@@ -12,10 +12,12 @@ the N processes take the steps one process would take with the global batch (N t
   embeddings of all processes are gathered with their gradients (:func:`all_gather_with_grad`),
   so each process's loss is over the global batch. MoCo's keys are gathered (no gradient) before
   they join the queue, so every process keeps the same queue.
-- BYOL, MAE, rotation, jigsaw and the supervised baseline need no gather: their loss is a mean
-  over images of a term that involves that image alone (its two views, its masked patches, its
-  label), so the mean of the per-process losses is the global loss and DDP's averaged gradient
-  is exactly the global gradient. Only BatchNorm couples images, and it is synced.
+- A method whose loss is a mean over images of a term that involves that image alone (BYOL's
+  two views, MAE's masked patches, rotation's and jigsaw's labels, the supervised baseline's)
+  needs no gather: the mean of the per-process losses is the global loss and DDP's averaged
+  gradient is exactly the global gradient. Only BatchNorm couples images, and it is synced. A
+  loss over the batch's statistics (a cross-correlation, a covariance) gathers its embeddings
+  as SimCLR does.
 
 Nothing here imports from the rest of sslkit: losses, methods and the training loop import it.
 """

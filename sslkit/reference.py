@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from sslkit.backbones import build_encoder
 from sslkit.cache import atomic_write_bytes, atomic_write_json, config_key
 from sslkit.data import ImageData
 from sslkit.evaluate import compare_fine_tune, compare_with_random_init, extract_features, knn_accuracy
-from sslkit.methods import METHODS, SSLMethod
+from sslkit.methods import MAE, METHODS, SSLMethod
+from sslkit.profiles import QUICK_BACKBONES
 from sslkit.train import RunSpec, TrainConfig, build_method, load_data, pretrain, resolve_device
 
 REFERENCE_DIR = Path(__file__).parent / "references"
@@ -48,7 +48,8 @@ FINETUNE = {"steps": 500, "batch_size": 128, "lr": 1e-3}
 
 @dataclass(frozen=True)
 class Recipe:
-    """How one reference is trained. ``train`` holds TrainConfig fields except the budget, which
+    """How one reference is trained (made from the method class's ``reference`` and the quick
+    profile's backbone for its family). ``train`` holds TrainConfig fields except the budget, which
     is ``epochs`` (the default on any device) unless the build is given another one."""
 
     method: str
@@ -68,28 +69,14 @@ class Recipe:
                        train=TrainConfig(**self.train, **budget, seed=seed))
 
 
-# Settings: the quick profile's, scaled to a longer run (RESULTS.md, "Reference runs", has the
-# measurements behind each). checkpoint_every: a killed build loses at most a few minutes.
+# checkpoint_every: a killed build loses at most a few minutes. Each method's own settings are its
+# class's ``reference`` (sslkit/methods/<method>.py; RESULTS.md, "Reference runs", has the measurements).
 _COMMON = {"checkpoint_every": 500, "log_every": 50}
+# every method that declares a reference, in the registry's (the course's) order
 RECIPES: dict[str, Recipe] = {
-    "rotation": Recipe("rotation", train={**_COMMON, "batch_size": 128, "lr": 2e-3}, heads=("head.",),
-                       about="RotNet, K = 4, every rotation of every image in the batch"),
-    "jigsaw": Recipe("jigsaw", method_config={"image_size": 32, "grid": 2, "num_permutations": 24,
-                                              "whole_image": True, "hidden_dim": 512},
-                     train={**_COMMON, "batch_size": 256, "lr": 2e-3}, heads=("tile_fc.", "classifier.", "perms"),
-                     about="whole-image 2x2 puzzles (the variant that learns at 32 px; see notebook 02)"),
-    "simclr": Recipe("simclr", method_config={"temperature": 0.2}, train={**_COMMON, "batch_size": 512, "lr": 2e-3},
-                     heads=("projector.",), about="SimCLR, NT-Xent at temperature 0.2"),
-    "byol": Recipe("byol", method_config={"base_momentum": 0.99, "hidden_dim": 1024},
-                   train={**_COMMON, "batch_size": 256, "lr": 2e-3}, about="BYOL, EMA target from 0.99 to 1"),
-    "mae": Recipe("mae", backbone="vit_mini", train={**_COMMON, "batch_size": 256, "lr": 1.5e-3, "weight_decay": 0.05},
-                  heads=("decoder", "mask_token"), about="MAE, 75% of the patches masked, the quick profile's ViT"),
-    "moco": Recipe("moco", method_config={"queue_size": 4096, "momentum": 0.99, "temperature": 0.2},
-                   train={**_COMMON, "batch_size": 256, "lr": 2e-3},
-                   about="MoCo v2, a queue of 4096 keys from a momentum encoder"),
-    "supervised": Recipe("supervised", method_config={"num_classes": 10}, train={**_COMMON, "batch_size": 512, "lr": 2e-3},
-                         heads=("head.",), about="not self-supervised: the same encoder trained with the labels"),
-}
+    name: Recipe(name, QUICK_BACKBONES[cls.family], dict(cls.reference.config), {**_COMMON, **cls.reference.train},
+                 cls.reference.epochs, cls.reference.heads, cls.reference.about)
+    for name, (_, cls) in METHODS.items() if cls.reference is not None}
 
 
 class ReferenceError(RuntimeError):
@@ -149,13 +136,10 @@ class Reference:
 
 
 def _build(spec: RunSpec, card: dict) -> SSLMethod:
-    """The spec's method at its seeded initialisation, without the dataset: the image shape and
-    the input normalisation come from the card (the weights hold them too)."""
-    torch.manual_seed(spec.train.seed)          # as sslkit.train.build_method: the run's own start
-    C, H, _ = card["image_shape"]
-    encoder = build_encoder(spec.backbone, C, card["channel_mean"], card["channel_std"], image_size=H)
-    cfg_cls, method_cls = METHODS[spec.method]
-    return method_cls(encoder, cfg_cls(**spec.method_config))
+    """The spec's method at its seeded initialisation, without the dataset: the image shape, the
+    input normalisation and the classes come from the card (the weights hold them too)."""
+    return build_method(spec, image_shape=card["image_shape"], channel_mean=card["channel_mean"],
+                        channel_std=card["channel_std"], num_classes=len(card["classes"]))
 
 
 def _shipped(name: str, state: dict) -> dict[str, torch.Tensor]:
@@ -210,16 +194,16 @@ def evaluate_reference_encoders(trained, random_init, data: ImageData, method: s
                                 device: torch.device, mae: SSLMethod | None = None,
                                 finetune_steps: int | None = None) -> dict:
     """The card's evaluation, also what ``reference evaluate`` prints: kNN, linear and 10-shot on
-    the given splits for both encoders, fine-tuning at :data:`FINETUNE` for MAE, and MAE's masked-
-    patch MSE against each patch's mean. Features in fp32 (no autocast), so a GPU-built card and a
+    the given splits for both encoders, fine-tuning at :data:`FINETUNE` for the methods judged by it
+    (MAE), and MAE's masked-patch MSE against each patch's mean. Features in fp32 (no autocast), so a GPU-built card and a
     CPU re-evaluation measure the same thing."""
     with _exact_float32():
         out = {"results": compare_with_random_init(trained, random_init, data, device=device, autocast=False)}
-        if method == "mae":
+        if METHODS[method][1].judged_by_finetuning:
             budget = {**FINETUNE, **({"steps": finetune_steps} if finetune_steps else {})}
             out["finetune"] = compare_fine_tune(trained, random_init, data, device=device, **budget)
-            if mae is not None:
-                out["masked_mse"] = masked_patch_mse(mae, data.test_x)
+        if isinstance(mae, MAE):                # a reconstruction's error, against each patch's mean
+            out["masked_mse"] = masked_patch_mse(mae, data.test_x)
     return out
 
 
@@ -360,7 +344,7 @@ def build_reference(name: str, *, device: str = "auto", epochs: float | None = N
                        "protocols": "frozen encoder, eval mode, fp32 features: kNN (k=200, cosine, T=0.1), "
                                     "linear (logistic regression), 10-shot (5 draws)"
                                     + (f"; fine-tuning {dict(FINETUNE, steps=20) if eval_subset else FINETUNE}"
-                                       if spec.method == "mae" else ""),
+                                       if METHODS[spec.method][1].judged_by_finetuning else ""),
                        "seconds": round(eval_s, 1), **evaluation},
         "check": {**CHECK_SUBSET, "knn": check_knn(trained, data)},
         "sslkit": _version(),

@@ -117,17 +117,27 @@ def load_data(spec: RunSpec, data_root: str | Path | None = None) -> ImageData:
     return data.subset(spec.n_train, None, seed=spec.train.seed) if spec.n_train else data
 
 
-def build_method(spec: RunSpec, data: ImageData, seed: int | None = None) -> SSLMethod:
+def build_method(spec: RunSpec, data: ImageData | None = None, seed: int | None = None, *,
+                 image_shape: Sequence[int] | None = None, channel_mean: Sequence[float] | None = None,
+                 channel_std: Sequence[float] | None = None, num_classes: int | None = None) -> SSLMethod:
     """The spec's method with freshly initialised weights (seeded: the random-init baseline
-    of a run is exactly the run's own starting point)."""
+    of a run is exactly the run's own starting point). The one place a method is built: runs,
+    references and the comparison all come here.
+
+    The encoder's input shape and normalisation come from ``data``; without it (a reference rebuilt
+    from its card) they are given as ``image_shape (C, H, W)``, ``channel_mean`` and ``channel_std``.
+    """
     torch.manual_seed(spec.train.seed if seed is None else seed)
-    C, H, _ = data.image_shape
-    mean, std = data.channel_stats()
-    encoder = build_encoder(spec.backbone, C, mean, std, image_size=H)
+    if data is not None:
+        image_shape, (channel_mean, channel_std), num_classes = data.image_shape, data.channel_stats(), len(data.classes)
+    if image_shape is None or channel_mean is None or channel_std is None:
+        raise ValueError("build_method needs the data, or the image shape and the channel mean and std.")
+    C, H, _ = image_shape
+    encoder = build_encoder(spec.backbone, C, channel_mean, channel_std, image_size=H)
     cfg_cls, method_cls = METHODS[spec.method]
     cfg = cfg_cls(**spec.method_config)
     if getattr(cfg, "num_classes", 0) is None:       # the supervised baseline: as many outputs as classes
-        cfg.num_classes = len(data.classes)
+        cfg.num_classes = num_classes
     return method_cls(encoder, cfg)
 
 
@@ -212,7 +222,7 @@ def pretrain(spec: RunSpec, out_dir: str | Path | None = None, *, data_root: str
     # everything that can be checked is checked before a file is written: a failure before the
     # first step leaves no trace on disk
     method = build_method(spec, data)
-    supervised = getattr(method, "uses_labels", False)          # labels: the train split, never the unlabeled one
+    supervised = method.uses_labels                              # labels: the train split, never the unlabeled one
     images, labels = (data.train_x, data.train_y) if supervised else (data.pretrain_x, None)
     check_fits(spec.train, len(images), distributed.context().world)
     _dry_run(method, images, labels, device)

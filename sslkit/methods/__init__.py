@@ -7,17 +7,22 @@ from sslkit.methods.moco import MoCo, MoCoConfig
 from sslkit.methods.jigsaw import Jigsaw, JigsawConfig
 from sslkit.methods.rotation import Rotation, RotationConfig
 from sslkit.methods.simclr import SimCLR, SimCLRConfig
+from sslkit.methods.simsiam import SimSiam, SimSiamConfig
 from sslkit.methods.supervised import Supervised, SupervisedConfig
 
+# The registry: every method by name, in the course's order (the comparison's rows, the profiles'
+# tables). A method is one file (its config, its nn.Module with the attributes sslkit.methods.base
+# lists: title, family, quick / full settings, reference recipe) and one entry here.
 METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
-    "simclr": (SimCLRConfig, SimCLR),
     "rotation": (RotationConfig, Rotation),
     "jigsaw": (JigsawConfig, Jigsaw),
+    "simclr": (SimCLRConfig, SimCLR),
     "moco": (MoCoConfig, MoCo),
     "byol": (BYOLConfig, BYOL),
+    "simsiam": (SimSiamConfig, SimSiam),
     "mae": (MAEConfig, MAE),
     # not self-supervised: the labelled baseline of the same encoder (reference runs, comparison)
     "supervised": (SupervisedConfig, Supervised),
 }
 
-__all__ = ["Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "MoCo", "MoCoConfig", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig", "Supervised", "SupervisedConfig"]
+__all__ = ["Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "MoCo", "MoCoConfig", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig", "SimSiam", "SimSiamConfig", "Supervised", "SupervisedConfig"]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from sslkit.augment import crop_resize_flip
 from sslkit.backbones import Encoder, eval_batch_size
-from sslkit.methods.base import MethodOutput, SSLMethod
+from sslkit.methods.base import MethodOutput, ReferenceRecipe, Settings, SSLMethod
 
 ROTATION_COUNTS = (2, 4, 8)
 
@@ -73,6 +73,15 @@ def disc_mask(height: int, width: int, device=None) -> torch.Tensor:
 
 
 class Rotation(SSLMethod):
+    title = "rotation"
+    # quick: batch 64 (x 4 rotations = 256 views), 100 steps, not the paper's 128: a view costs a
+    # quarter less in a batch of 256 than of 512 here (cache), and more steps learn more. 5k / 1k
+    # evaluation, kNN / linear / 10-shot gain over random init, two seeds: +6.7 / +1.1 / +4.0 and
+    # +6.2 / +4.0 / +3.5 in 34 s; batch 128 x 60 steps +4.9 / +2.0 / +4.2 and +3.5 / +1.4 / +2.5 in 41-51 s
+    quick = Settings(train={"batch_size": 64, "steps": 100})
+    reference = ReferenceRecipe(train={"batch_size": 128, "lr": 2e-3}, heads=("head.",),
+                                about="RotNet, K = 4, every rotation of every image in the batch")
+
     def __init__(self, encoder: Encoder, cfg: RotationConfig | None = None):
         super().__init__()
         self.cfg = cfg or RotationConfig()

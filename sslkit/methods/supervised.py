@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from sslkit.augment import AugmentConfig, simclr_augment
 from sslkit.backbones import Encoder
-from sslkit.methods.base import MethodOutput, SSLMethod
+from sslkit.methods.base import MethodOutput, ReferenceRecipe, SSLMethod
 
 
 @dataclass
@@ -34,6 +34,10 @@ class SupervisedConfig:
 
 
 class Supervised(SSLMethod):
+    title = "supervised"
+    reference = ReferenceRecipe(config={"num_classes": 10}, train={"batch_size": 512, "lr": 2e-3}, heads=("head.",),
+                                about="not self-supervised: the same encoder trained with the labels")
+
     uses_labels = True          # the training loop passes labels=... to forward
 
     def __init__(self, encoder: Encoder, cfg: SupervisedConfig | None = None):
