@@ -31,9 +31,9 @@ NORMALISED_UNIT = 0.2
 class MAEConfig:
     """MAE's settings: the paper's masking, loss and augmentation; a decoder scaled down.
 
-    The paper's decoder (512 wide, 8 blocks) is for ViT-B/L encoders of 768-1024 width; for the
-    kit's small ViTs it is 64 wide with 2 blocks, keeping the paper's point that the decoder is
-    much lighter per token than the encoder.
+    The paper's decoder (512 wide, 8 blocks; models_mae.py uses it for ViT-B/L/H, 768-1280 wide) is
+    for the kit's small ViTs 64 wide with 2 blocks, keeping the paper's point that the decoder is
+    much lighter per token than the encoder (section 3: "<10% computation per token").
     """
 
     mask_ratio: float = 0.75
@@ -41,7 +41,7 @@ class MAEConfig:
     decoder_dim: int = 64
     decoder_depth: int = 2
     decoder_heads: int = 4
-    crop_scale_min: float = 0.2    # the paper's only augmentation: RandomResizedCrop(0.2, 1) + flip
+    crop_scale_min: float = 0.2    # the only augmentation: RandomResizedCrop(0.2, 1) + flip, main_pretrain.py
 
     def __post_init__(self):
         if not 0.0 < self.mask_ratio < 1.0:
