@@ -128,8 +128,8 @@ def agreement(data, draws: int) -> dict:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 t0 = time.perf_counter()
-                row[solver] = {"linear": linear_probe(tr, data.train_y, te, data.test_y, solver=solver),
-                               "fewshot10": few_shot(tr, data.train_y, te, data.test_y, 10, draws, solver=solver)[0],
+                row[solver] = {"linear": linear_probe(tr, data.train_y, te, data.test_y, solver=solver, cache=False),
+                               "fewshot10": few_shot(tr, data.train_y, te, data.test_y, 10, draws, solver=solver, cache=False)[0],
                                "seconds": round(time.perf_counter() - t0, 2), "warnings": len(caught)}
         row["difference_points"] = {k: round(100 * (row["torch"][k] - row["sklearn"][k]), 2) for k in ("linear", "fewshot10")}
         out[name] = row

@@ -5,10 +5,10 @@ images; every protocol then works on those features:
 
 - kNN: cosine similarity, the k nearest train features vote with weight exp(sim / T)
   (Wu et al. 2018, the protocol of InstDisc, MoCo and lightly's benchmarks; k=200, T=0.1).
-- linear probe: multinomial logistic regression on standardised features, L2 penalty C = 1
-  (scikit-learn's objective), solved to convergence by full-batch L-BFGS in torch (``solver=
-  "sklearn"``: scikit-learn's own lbfgs, the solver it replaced; benchmarks/eval_speed.py checks
-  that both give the same figures on every shipped reference).
+- linear probe: multinomial logistic regression on standardised features, L2 penalty C = 1,
+  scikit-learn's lbfgs on one BLAS thread (``solver="torch"`` solves the same objective by
+  full-batch L-BFGS in torch: within 0.1 point of it on every shipped reference, and 3-5x slower
+  on two CPU cores; benchmarks/RESULTS.md, "Evaluation in seconds").
 - few-shot: the same probe on k labelled images per class, over several seeds: mean and std.
 
 Features are cached on disk (:mod:`sslkit.cache`), keyed by the sha256 of the encoder's weights
@@ -166,7 +166,7 @@ def fit_torch_probe(train_f, train_y, C: float = 1.0, max_iter: int = 1000, tol:
 
 def fit_sklearn_probe(train_f, train_y, C: float = 1.0, max_iter: int = 1000):
     """A logistic-regression probe (scikit-learn pipeline) fitted on standardised frozen features:
-    the solver :func:`fit_torch_probe` replaced, kept to check it (benchmarks/eval_speed.py)."""
+    the kit's probe (the default solver of :func:`fit_linear_probe`)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -181,17 +181,20 @@ def fit_sklearn_probe(train_f, train_y, C: float = 1.0, max_iter: int = 1000):
     return probe
 
 
-def fit_linear_probe(train_f, train_y, C: float = 1.0, max_iter: int = 1000, solver: str = "torch"):
+def fit_linear_probe(train_f, train_y, C: float = 1.0, max_iter: int = 1000, solver: str = "sklearn"):
     """A fitted linear probe with ``predict`` and ``score`` on float features: ``solver`` "torch"
     (:func:`fit_torch_probe`) or "sklearn" (:func:`fit_sklearn_probe`), the same objective."""
+    if solver not in ("sklearn", "torch"):
+        raise ValueError(f"unknown probe solver '{solver}': use 'sklearn' or 'torch'.")
+    classes = np.unique(np.asarray(train_y))
+    if len(classes) < 2:
+        raise ValueError(f"a linear probe needs labels of at least two classes, got only class {int(classes[0])}.")
     if solver == "sklearn":
         return fit_sklearn_probe(train_f, train_y, C, max_iter)
-    if solver != "torch":
-        raise ValueError(f"unknown probe solver '{solver}': use 'torch' or 'sklearn'.")
     return fit_torch_probe(train_f, train_y, C, max_iter)
 
 
-def linear_probe(train_f, train_y, test_f, test_y, C: float = 1.0, max_iter: int = 1000, solver: str = "torch",
+def linear_probe(train_f, train_y, test_f, test_y, C: float = 1.0, max_iter: int = 1000, solver: str = "sklearn",
                  cache: bool = True) -> float:
     """Accuracy in [0, 1] of a logistic-regression probe on standardised frozen features.
 
@@ -218,7 +221,7 @@ def linear_probe(train_f, train_y, test_f, test_y, C: float = 1.0, max_iter: int
 
 
 def few_shot(train_f, train_y, test_f, test_y, shots: int = 10, seeds: int = 5,
-             solver: str = "torch", cache: bool = True) -> tuple[float, float]:
+             solver: str = "sklearn", cache: bool = True) -> tuple[float, float]:
     """Linear probe on ``shots`` labelled images per class; mean and std over ``seeds`` draws
     (each draw's probe cached as :func:`linear_probe` does)."""
     accs = []
