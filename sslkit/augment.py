@@ -261,3 +261,9 @@ def simclr_augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     x = random_grayscale(x, cfg.gray_p)
     x = random_gaussian_blur(x, cfg.blur_p)
     return random_solarize(x, cfg.solarize_p)
+
+
+def two_views(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    """Two independent :func:`simclr_augment` views of every image, stacked for one forward pass:
+    ``(B, C, H, W) -> (2B, C, H, W)``, rows ``i`` and ``B + i`` from image ``i``."""
+    return torch.cat([simclr_augment(x, cfg), simclr_augment(x, cfg)])

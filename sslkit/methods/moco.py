@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sslkit.augment import AugmentConfig, simclr_augment
+from sslkit.augment import AugmentConfig, two_views
 from sslkit.backbones import Encoder
 from sslkit.distributed import all_gather_no_grad
 from sslkit.losses import info_nce
@@ -113,7 +113,7 @@ class MoCo(SSLMethod):
 
     def views(self, images: torch.Tensor) -> torch.Tensor:
         """Two random views of every image, stacked: (B, C, H, W) -> (2B, C, H, W)."""
-        return torch.cat([simclr_augment(images, self.cfg.augment), simclr_augment(images, self.cfg.augment)])
+        return two_views(images, self.cfg.augment)
 
     def _splits(self, n: int) -> int:
         """Groups for the split BatchNorm while training: bn_splits, fewer when the batch is too

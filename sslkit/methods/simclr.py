@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from sslkit.augment import AugmentConfig, simclr_augment
+from sslkit.augment import AugmentConfig, two_views
 from sslkit.backbones import Encoder
 from sslkit.losses import nt_xent
 from sslkit.methods.base import MethodOutput, ReferenceRecipe, Settings, SSLMethod
@@ -53,7 +53,7 @@ class SimCLR(SSLMethod):
 
     def views(self, images: torch.Tensor) -> torch.Tensor:
         """Two random views of every image, stacked: (B, C, H, W) -> (2B, C, H, W)."""
-        return torch.cat([simclr_augment(images, self.cfg.augment), simclr_augment(images, self.cfg.augment)])
+        return two_views(images, self.cfg.augment)
 
     def forward(self, images: torch.Tensor) -> MethodOutput:
         """images: (B, C, H, W) in [0, 1]."""

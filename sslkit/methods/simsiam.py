@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from sslkit.augment import AugmentConfig, simclr_augment
+from sslkit.augment import AugmentConfig, two_views
 from sslkit.backbones import Encoder
 from sslkit.methods.base import MethodOutput, Settings, SSLMethod
 from sslkit.methods.heads import projection_head
@@ -82,7 +82,7 @@ class SimSiam(SSLMethod):
 
     def views(self, images: torch.Tensor) -> torch.Tensor:
         """Two augmented views of every image, stacked: (B, C, H, W) -> (2B, C, H, W)."""
-        return torch.cat([simclr_augment(images, self.cfg.augment), simclr_augment(images, self.cfg.augment)])
+        return two_views(images, self.cfg.augment)
 
     def forward(self, images: torch.Tensor) -> MethodOutput:
         """images: (B, C, H, W) in [0, 1]."""
