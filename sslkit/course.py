@@ -446,6 +446,7 @@ def site_notebook(nb, version: str = "student"):
             if WIDGET_MIME in data:
                 del data[WIDGET_MIME]
                 data["text/plain"] = WIDGET_NOTE
+                data["text/markdown"] = f"*{WIDGET_NOTE}*"     # a paragraph that wraps, on a phone too
     return nb
 
 
