@@ -5,8 +5,9 @@ Encoders come from the shipped references (:mod:`sslkit.reference`) or from run 
 path. Rows of different backbones (MAE's ViT) are reported beside their own random init. Each
 encoder gets: kNN, the linear probe, k-shot probes (1, 10, 100 labels per class, several draws:
 mean and spread), fine-tuning at one fixed budget, and two representation diagnostics of Wang and
-Isola (2020): *alignment* (how close the two views of an image land) and *uniformity* (how evenly
-the embeddings cover the sphere), beside the embedding spread used as a collapse signal in
+Isola (ICML 2020, section 4.1; code: SsnL/align_uniform, align_uniform/__init__.py): *alignment*
+(how close the two views of an image land) and *uniformity* (how evenly the embeddings cover the
+sphere), beside the embedding spread used as a collapse signal in
 training. ``python -m sslkit compare`` writes the table (Markdown, JSON) and the figures.
 """
 
@@ -80,15 +81,22 @@ def load_entries(methods: list[str] | None = None, runs: list[str | Path] = (), 
 
 def alignment(z1: torch.Tensor, z2: torch.Tensor) -> float:
     """Wang & Isola's alignment, E ||f(x) - f(x+)||^2 over positive pairs of L2-normalised
-    embeddings: 0 when the two views of every image coincide (lower is better)."""
+    embeddings: 0 when the two views of every image coincide (lower is better).
+
+    Their L_align with alpha = 2 (paper section 4.1.1; ``align_loss(x, y, alpha=2)`` in
+    SsnL/align_uniform, align_uniform/__init__.py)."""
     z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
     return float((z1 - z2).pow(2).sum(1).mean())
 
 
 def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
     """Wang & Isola's uniformity, log E exp(-t ||f(x) - f(y)||^2) over distinct pairs of L2-normalised
-    embeddings: about -4 for points spread evenly over a high-dimensional sphere (t = 2), 0 when
-    they all coincide (lower is better)."""
+    embeddings: about -4 for points spread evenly over a high-dimensional sphere (t = 2; there two
+    random points are about sqrt(2) apart, so each term is about exp(-4)), 0 when they all coincide
+    (lower is better).
+
+    Their L_uniform with t = 2 (paper section 4.1.2; ``uniform_loss(x, t=2)`` in SsnL/align_uniform,
+    which likewise averages over the distinct pairs of ``torch.pdist``)."""
     z = F.normalize(z.float(), dim=1)
     sq = torch.pdist(z).pow(2)
     return float(torch.logsumexp(-t * sq, 0) - math.log(len(sq)))
@@ -178,7 +186,8 @@ def plot_label_efficiency(results: dict[str, dict], shots: tuple[int, ...] = SHO
 
 
 def plot_alignment_uniformity(results: dict[str, dict], axes=None):
-    """Left: alignment against uniformity (lower-left is better, Wang & Isola's figure); right:
+    """Left: alignment against uniformity (lower-left is better: Wang & Isola's section 5 finds "the
+    best performing encoders" in "the lower left corners in Figure 5"); right:
     the embedding spread (0 = collapse, 1 = spread over the sphere)."""
     import matplotlib.pyplot as plt
 

@@ -1,9 +1,13 @@
 """Common image corruptions at five severities, in the spirit of CIFAR-10-C, made on the fly.
 
 Hendrycks and Dietterich (ICLR 2019, "Benchmarking Neural Network Robustness to Common
-Corruptions and Perturbations") corrupt the CIFAR-10 test set in 15 ways at 5 severities and ship
-the result (CIFAR-10-C, 2.7 GB). The kit makes six of them itself, with the CIFAR parameters of
-their `make_cifar_c.py`, so no download is needed and any image set can be corrupted:
+Corruptions and Perturbations", section 4.1) define 15 corruption types, each at five severities,
+plus extra corruptions kept apart for validation. The authors' CIFAR script
+(hendrycks/robustness, ImageNet-C/create_c/make_cifar_c.py) applies the 15 and four extra ones
+(speckle noise, Gaussian blur, spatter, saturate) to the CIFAR-10 test set; the repository's
+README links the result, CIFAR-10-C. The kit makes six of them itself, with the CIFAR parameters
+of that script, so no download is needed and any image set can be corrupted. Five are among the
+15 benchmark corruptions; ``gaussian_blur`` is one of the four extra (validation) ones:
 
     gaussian_noise   add N(0, sigma), sigma 0.04 ... 0.10 (pixel range 0-1)
     gaussian_blur    blur with sigma 0.4 ... 1.0 px
@@ -14,9 +18,10 @@ their `make_cifar_c.py`, so no download is needed and any image set can be corru
                      (box filter both ways)
 
 Every corruption takes uint8 ``(N, C, H, W)`` images and returns uint8 images of the same shape;
-the random ones (noise) are seeded, so the same call gives the same images. One deviation from
+the random ones (noise) are seeded, so the same call gives the same images. Deviations from
 `make_cifar_c.py`: the result is rounded to uint8, where its `np.uint8(...)` truncates (at most one
-grey level lower there).
+grey level lower there); and the blur is the kit's own Gaussian kernel (cut at 3 sigma), where
+the script calls scikit-image's ``gaussian`` with its default settings.
 """
 
 from __future__ import annotations

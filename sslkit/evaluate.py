@@ -3,8 +3,13 @@
 Features are extracted once, in eval mode and without gradients, from the un-augmented
 images; every protocol then works on those features:
 
-- kNN: cosine similarity, the k nearest train features vote with weight exp(sim / T)
-  (Wu et al. 2018, the protocol of InstDisc, MoCo and lightly's benchmarks; k=200, T=0.1).
+- kNN: cosine similarity, the k nearest train features vote with weight exp(sim / T): the
+  weighted kNN of InstDisc (Wu et al., CVPR 2018, section 3.4: weight exp(s_i / tau), k = 200,
+  tau = 0.07 "as in training" on ImageNet). The kit's T = 0.1 is the CIFAR-10 setting of code that
+  uses this kNN: the authors' cifar.py (zhirongw/lemniscate.pytorch: --nce-t 0.1, and
+  kNN(..., 200, args.nce_t)), MoCo's CIFAR-10 demo (facebookresearch/moco, colab-notebook branch,
+  colab/moco_cifar10_demo.ipynb: --knn-k 200, --knn-t 0.1) and lightly's KNNClassifier defaults
+  (knn_k=200, knn_t=0.1).
 - linear probe: multinomial logistic regression on standardised features, L2 penalty C = 1,
   scikit-learn's lbfgs on one BLAS thread (``solver="torch"`` solves the same objective by
   full-batch L-BFGS in torch: within 0.1 point of it on every shipped reference, and 3-5x slower
@@ -298,9 +303,11 @@ def extract_stage_features(encoder: torch.nn.Module, images: torch.Tensor, pool:
                            batch_size: int | None = None) -> dict[str, torch.Tensor]:
     """Features after each stage: uint8 ``images (N, C, H, W)`` -> ``{stage: (N, C_s * pool**2)}``.
 
-    Each stage's feature map is average-pooled to ``pool x pool`` (the paper trains its
-    classifiers on whole feature maps; pooling keeps a little of the layout while making the
-    probes affordable). Runs the stages one after the other, in eval mode, no hooks.
+    Each stage's feature map is average-pooled to ``pool x pool`` (rotation's authors train
+    non-linear classifiers on whole feature maps: gidariss/FeatureLearningRotNet,
+    architectures/NonLinearClassifier.py, flattened for 'MultLayer', convolved for
+    'NIN_ConvBlock3'; pooling keeps a little of the layout while making the probes affordable).
+    Runs the stages one after the other, in eval mode, no hooks.
     """
     stages = encoder_stages(encoder)
     device = next(encoder.parameters()).device
@@ -323,8 +330,10 @@ def extract_stage_features(encoder: torch.nn.Module, images: torch.Tensor, pool:
 def layerwise_probe(encoder: torch.nn.Module, data: ImageData, pool: int = 2, max_iter: int = 300) -> dict[str, float]:
     """Linear-probe accuracy in [0, 1] on the features after each stage of the encoder.
 
-    Rotation's paper (Gidaris et al. 2018, table 1) found the middle blocks best: the last
-    ones specialise in the pretext task. ``{stage: accuracy}`` in network order.
+    Rotation's authors evaluate an early-middle block, not the last: their CIFAR-10 script trains
+    object classifiers "on the feature maps of the 2nd conv. block" of a four-block RotNet
+    (gidariss/FeatureLearningRotNet, run_cifar10_based_unsupervised_experiments.sh; notebook 01,
+    section 9). ``{stage: accuracy}`` in network order.
     """
     train_f = extract_stage_features(encoder, data.train_x, pool)
     test_f = extract_stage_features(encoder, data.test_x, pool)
@@ -356,7 +365,9 @@ def fine_tune(encoder: torch.nn.Module, data: ImageData, steps: int = 200, batch
     A fixed step budget (not a time budget) so that two encoders get exactly the same training.
     AdamW, linear warm-up over the first 10% then a half cosine, random crops (scale 0.5-1) and
     flips of the train images, and layer-wise learning-rate decay: a short version of MAE's
-    fine-tuning recipe (appendix A.2), without its mixup, cutmix and label smoothing. With
+    end-to-end fine-tuning recipe (He et al., CVPR 2022, appendix A.1, Table 9: AdamW, base lr
+    1e-3, weight decay 0.05, layer-wise lr decay 0.75, cosine schedule after 5 warm-up epochs),
+    without its RandAug, mixup, cutmix, label smoothing and drop path. With
     ``layer_decay`` d, the head and the deepest group of :func:`depth_groups` train at ``lr`` and
     each group below at d times the one above, so the early layers, whose pre-trained features
     are the most general, move least (``None``: one lr for everything). The encoder passed in is
