@@ -216,7 +216,7 @@ def linear_probe(train_f, train_y, test_f, test_y, C: float = 1.0, max_iter: int
     if cache:
         import sklearn
 
-        key = result_key("linear_probe", *(torch.as_tensor(np.asarray(t)) for t in (train_f, train_y, test_f, test_y)),
+        key = result_key("linear_probe", train_f, train_y, test_f, test_y,      # tensors hash once (cache.tensor_digest)
                          C=C, max_iter=max_iter, solver=solver, sklearn=sklearn.__version__)
         hit = load_cached(key)
         if isinstance(hit, dict) and "accuracy" in hit:

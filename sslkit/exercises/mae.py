@@ -125,10 +125,14 @@ _ORDER_HINTS = {
 }
 
 
+# (B, C, H, p, what to call it): colour and greyscale, patch sizes 3 and 4, both checks use them
+_PATCH_CASES = [(2, 3, 8, 4, "2 colour images of 8x8, patches of 4"),
+                (3, 1, 12, 3, "3 greyscale images of 12x12, patches of 3"),
+                (1, 3, 32, 4, "one 32x32 colour image, patches of 4")]
+
+
 def check_patchify(fn: Callable) -> str:
-    for B, C, H, p, case in [(2, 3, 8, 4, "2 colour images of 8x8, patches of 4"),
-                             (3, 1, 12, 3, "3 greyscale images of 12x12, patches of 3"),
-                             (1, 3, 32, 4, "one 32x32 colour image, patches of 4")]:
+    for B, C, H, p, case in _PATCH_CASES:
         imgs = torch.randn(B, C, H, H)
         L, P = (H // p) ** 2, p * p * C
         got = _tensor(_call(fn, imgs, p, on=case), (B, L, P), f"for {case} the patches (B, L = {L}, p*p*C = {P})")
@@ -155,9 +159,7 @@ _UNPATCH_HINTS = {
 
 
 def check_unpatchify(fn: Callable) -> str:
-    for B, C, H, p, case in [(2, 3, 8, 4, "2 colour images of 8x8, patches of 4"),
-                             (3, 1, 12, 3, "3 greyscale images of 12x12, patches of 3"),
-                             (1, 3, 32, 4, "one 32x32 colour image, patches of 4")]:
+    for B, C, H, p, case in _PATCH_CASES:
         imgs = torch.randn(B, C, H, H)
         patches = _patchify_reference(imgs, p)
         got = _tensor(_call(fn, patches, p, C, on=f"the patches of {case}"), (B, C, H, H), f"for {case} the images")
