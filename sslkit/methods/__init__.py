@@ -1,5 +1,6 @@
 """The methods, found by name through a plain dict: name -> (config class, method class)."""
 
+from sslkit.methods.barlowtwins import BarlowTwins, BarlowTwinsConfig
 from sslkit.methods.base import MethodOutput, SSLMethod
 from sslkit.methods.byol import BYOL, BYOLConfig
 from sslkit.methods.mae import MAE, MAEConfig
@@ -20,9 +21,10 @@ METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
     "moco": (MoCoConfig, MoCo),
     "byol": (BYOLConfig, BYOL),
     "simsiam": (SimSiamConfig, SimSiam),
+    "barlowtwins": (BarlowTwinsConfig, BarlowTwins),
     "mae": (MAEConfig, MAE),
     # not self-supervised: the labelled baseline of the same encoder (reference runs, comparison)
     "supervised": (SupervisedConfig, Supervised),
 }
 
-__all__ = ["Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "MoCo", "MoCoConfig", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig", "SimSiam", "SimSiamConfig", "Supervised", "SupervisedConfig"]
+__all__ = ["BarlowTwins", "BarlowTwinsConfig", "Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "MoCo", "MoCoConfig", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig", "SimSiam", "SimSiamConfig", "Supervised", "SupervisedConfig"]
