@@ -45,10 +45,24 @@ class Entry:
     source: str        # where it came from: the reference's budget, or a run folder
 
 
+def _has_class_token(encoder) -> bool:
+    return getattr(encoder.backbone, "cls_token", None) is not None
+
+
+def _architecture(backbone: str, encoder) -> tuple[str, bool]:
+    """What makes two encoders the same network: the backbone, and whether its ViT reads a class
+    token (DINO's does, MAE's pools the patches): each gets a random init of its own."""
+    return backbone, _has_class_token(encoder)
+
+
+def _random_name(family: str, encoder) -> str:
+    return f"random init ({family}{', class token' if _has_class_token(encoder) else ''})"
+
+
 def load_entries(methods: list[str] | None = None, runs: list[str | Path] = (), device: str = "cpu",
                  data: ImageData | None = None) -> list[Entry]:
     """The shipped references of ``methods`` (default: all), the runs in ``runs``, and one
-    random-init encoder per backbone among them (the seeded start of its first reference)."""
+    random-init encoder per architecture among them (the seeded start of its first reference)."""
     # by default every reference that is shipped (a method whose reference is not built yet is left out)
     methods = list([m for m in ORDER if card_path(m).exists()] if methods is None else methods)
     for m in methods:
@@ -57,19 +71,20 @@ def load_entries(methods: list[str] | None = None, runs: list[str | Path] = (), 
     entries, randoms = [], {}
     for m in sorted(methods, key=ORDER.index):
         ref = load_reference(m, device=device)
-        backbone = ref.spec.backbone
-        if backbone not in randoms:
-            randoms[backbone] = Entry(f"random init ({ {'vit': 'ViT', 'cnn': 'CNN'}[METHODS[m][1].family]})",
-                                      ref.random_init_encoder(), backbone, "random", "seed 0, no training")
+        backbone, key = ref.spec.backbone, _architecture(ref.spec.backbone, ref.encoder)
+        if key not in randoms:
+            randoms[key] = Entry(_random_name({"vit": "ViT", "cnn": "CNN"}[METHODS[m][1].family], ref.encoder),
+                                 ref.random_init_encoder(), backbone, "random", "seed 0, no training")
         epochs = ref.card["training"].get("epochs", 0)
         entries.append(Entry(NAMES[m], ref.encoder, backbone, "supervised" if METHODS[m][1].uses_labels else "self-supervised",
                              f"reference, {epochs:.0f} epochs on {ref.card['device']}"))
     for path in runs:
         run = load_run(path, device=device, data=data)
-        if run.spec.backbone not in randoms:           # the run's own seeded start
-            randoms[run.spec.backbone] = Entry(f"random init ({run.spec.backbone})",
-                                               build_method(run.spec, run.data).encoder.to(device).eval(),
-                                               run.spec.backbone, "random", f"seed {run.spec.train.seed}, no training")
+        key = _architecture(run.spec.backbone, run.encoder)
+        if key not in randoms:           # the run's own seeded start
+            randoms[key] = Entry(_random_name(run.spec.backbone, run.encoder),
+                                 build_method(run.spec, run.data).encoder.to(device).eval(),
+                                 run.spec.backbone, "random", f"seed {run.spec.train.seed}, no training")
         entries.append(Entry(f"{NAMES.get(run.spec.method, run.spec.method)} ({Path(path).name})", run.encoder.eval(),
                              run.spec.backbone, "supervised" if METHODS[run.spec.method][1].uses_labels else "self-supervised",
                              f"run folder {path}"))
