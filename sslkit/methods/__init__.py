@@ -10,6 +10,7 @@ from sslkit.methods.rotation import Rotation, RotationConfig
 from sslkit.methods.simclr import SimCLR, SimCLRConfig
 from sslkit.methods.simsiam import SimSiam, SimSiamConfig
 from sslkit.methods.supervised import Supervised, SupervisedConfig
+from sslkit.methods.vicreg import VICReg, VICRegConfig
 
 # The registry: every method by name, in the course's order (the comparison's rows, the profiles'
 # tables). A method is one file (its config, its nn.Module with the attributes sslkit.methods.base
@@ -22,9 +23,10 @@ METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
     "byol": (BYOLConfig, BYOL),
     "simsiam": (SimSiamConfig, SimSiam),
     "barlowtwins": (BarlowTwinsConfig, BarlowTwins),
+    "vicreg": (VICRegConfig, VICReg),
     "mae": (MAEConfig, MAE),
     # not self-supervised: the labelled baseline of the same encoder (reference runs, comparison)
     "supervised": (SupervisedConfig, Supervised),
 }
 
-__all__ = ["BarlowTwins", "BarlowTwinsConfig", "Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "MoCo", "MoCoConfig", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig", "SimSiam", "SimSiamConfig", "Supervised", "SupervisedConfig"]
+__all__ = ["BarlowTwins", "BarlowTwinsConfig", "Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "MoCo", "MoCoConfig", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig", "SimSiam", "SimSiamConfig", "Supervised", "SupervisedConfig", "VICReg", "VICRegConfig"]

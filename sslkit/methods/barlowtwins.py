@@ -118,8 +118,8 @@ class BarlowTwins(SSLMethod):
     # at 1024 (4x the small CNN's 256 features, as 8192 is 4x 2048) a step is as fast as SimSiam's,
     # at 2048 it is 0.58x (benchmarks/RESULTS.md, "Barlow Twins and VICReg").
     quick = Settings(train={"batch_size": 128, "steps": 60}, config={"projection_dim": 1024})
-    # the reference: SimSiam's and BYOL's recipe (batch 256, AdamW 2e-3), 25 epochs, about 21 minutes
-    # on the 2-core CPU at SimSiam's speed; the projector ships so a notebook can show its matrix
+    # the reference: SimSiam's and BYOL's recipe (batch 256, AdamW 2e-3), 25 epochs unless the build is
+    # given a budget (RESULTS.md); the projector ships so a notebook can show its matrix at work
     reference = ReferenceRecipe(config={"projection_dim": 1024}, train={"batch_size": 256, "lr": 2e-3}, epochs=25,
                                 heads=("projector.",), about="Barlow Twins, cross-correlation to the identity")
 
