@@ -5,7 +5,7 @@ tiny synthetic dataset of that image shape, passes a batch of 2 through its name
 writes the profile's batch size in place of 2, and draws the pipeline with plain matplotlib
 (boxes, arrows, text), so the figure is the same in JupyterLab, on the static site and on Colab.
 
-Conventions, the same in all six figures: blue boxes are the encoder (kept for downstream use),
+Conventions, the same in every figure: blue boxes are the encoder (kept for downstream use),
 orange ones heads (thrown away after training), yellow ones operations without weights, red the
 loss, dashed boxes and arrows carry no gradient, and a green arrow is an EMA update. Every
 tensor is labelled twice: in the kit's shape vocabulary (B batch, C, H, W, L tokens, D width)
@@ -21,7 +21,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
-METHOD_NAMES = ("rotation", "jigsaw", "simclr", "moco", "byol", "mae")
+METHOD_NAMES = ("rotation", "jigsaw", "simclr", "moco", "byol", "barlowtwins", "vicreg", "mae")
 
 _KINDS = {   # box kind -> face colour, edge colour, line style, legend text
     "data": ("#eeeeee", "#666666", "-", "data"),
@@ -182,6 +182,16 @@ def _probe(method: str, model, x: torch.Tensor) -> dict[str, tuple]:
         p = model.predictor(y)
         z = model.target_projections(v)
         return {"x": x.shape, "views": v.shape, "h": h.shape, "y": y.shape, "p": p.shape, "z": z.shape}
+    if method in ("barlowtwins", "vicreg"):
+        from sslkit.methods.barlowtwins import cross_correlation
+        from sslkit.methods.vicreg import covariance
+
+        v = model.views(x)
+        h = model.encoder(v)
+        z = model.projector(h)
+        n = len(x)
+        square = cross_correlation(z[:n], z[n:]) if method == "barlowtwins" else covariance(z[:n])
+        return {"x": x.shape, "views": v.shape, "h": h.shape, "z": z.shape, "matrix": square.shape}
     if method == "mae":
         vit = model.encoder.backbone
         patches = model.patchify(x)
@@ -193,7 +203,7 @@ def _probe(method: str, model, x: torch.Tensor) -> dict[str, tuple]:
     raise AssertionError(method)
 
 
-_NOT_BATCHED = {"queue"}   # shapes that do not grow with the batch
+_NOT_BATCHED = {"queue", "matrix"}   # shapes that do not grow with the batch
 _SQUARE = {"sim"}          # batch by batch: both dimensions grow with it
 
 
@@ -221,7 +231,7 @@ def model_shapes(method: str, image_shape=(3, 32, 32), profile: str = "quick"):
     return spec, model, shapes
 
 
-# ---------------------------------------------------------------- the six figures
+# ---------------------------------------------------------------- the figures
 
 def _grid(c: _Canvas, cx: float, top: float, n: int, cell: float, gap: float, labels=None, hidden=None) -> None:
     """A small n x n picture of tiles or patches, centred at cx below top: numbered tiles, or
@@ -392,6 +402,61 @@ def _byol(c: _Canvas, spec, model, s) -> None:
     c.shape(bot[1].right[0] + 0.25, 0.98, "z", f"z' (2B, {cfg.projection_dim})", s["z"], ha="left")
 
 
+def _siamese_rows(c: _Canvas, model, s, head: str):
+    """Images, their two views, and the shared encoder and projector drawn once per view (Barlow
+    Twins, VICReg): the rows' boxes, top (view A) and bottom (view B)."""
+    x = c.box(0.15, 1.38, 0.95, 0.6, "images", "data")
+    c.shape(x.cx, x.y - 0.07, "x", "x (B, C, H, W)", s["x"])
+    img = c.box(1.35, 1.38, 1.2, 0.6, "2 views A, B\n(asymmetric aug.)", "op", size=8)
+    c.arrow(x.right, img.left)
+    c.shape(img.cx, img.y - 0.07, "views", "stacked (2B, C, H, W)", s["views"])
+    top, bot = _two_rows(c, [("encoder f", "encoder"), (head, "head")], [("encoder f", "encoder"), (head, "head")],
+                         2.85, [1.2, 1.75], 0.3, y_top=2.3, y_bot=0.82)
+    c.arrow(img.right, top[0].left)
+    c.arrow(img.right, bot[0].left)
+    D_z = model.cfg.projection_dim
+    for i, (name, sym) in enumerate([("h", "h (2B, D)"), ("z", f"z (2B, {D_z})")]):
+        c.shape(top[i].cx, 2.2, name, sym, s[name])
+    c.note(top[0].cx, 1.62, "same weights", ha="center", va="center")
+    return top, bot
+
+
+def _barlowtwins(c: _Canvas, spec, model, s) -> None:
+    cfg = model.cfg
+    D_z = cfg.projection_dim
+    top, bot = _siamese_rows(c, model, s, f"projector\n3 Linear, {D_z} wide")
+    std = [c.box(6.45, row[1].y, 1.35, 0.5, "standardise each\nunit over the batch", "op", size=7.5) for row in (top, bot)]
+    for row, box in zip((top, bot), std):
+        c.arrow(row[1].right, box.left)
+    loss = c.box(8.3, 1.3, 2.55, 1.0, f"cross-correlation C\nto the identity:\n"
+                 f"Σ(1 − C_ii)² + λ Σ_i≠j C_ij²\nλ = {cfg.lambd:g}", "loss", size=8)
+    c.arrow(std[0].right, (loss.x + 0.3, loss.y + loss.h), rad=-0.2, label="z_A")
+    c.arrow(std[1].right, (loss.x + 0.3, loss.y), rad=0.2, label="z_B", label_at=(8.05, 0.72))
+    c.shape(loss.cx, loss.y - 0.07, "matrix", f"C ({D_z}, {D_z})", s["matrix"])
+    # the target: the identity, ones on the diagonal (blue), zeros elsewhere (grey)
+    n = 6
+    _grid(c, 10.45, 2.95, n, 0.07, 0.01, hidden=[i % (n + 1) != 0 for i in range(n * n)])
+    c.note(10.1, 2.7, "target", ha="right", va="center")
+    c.note(top[1].x, bot[1].y - 0.2, "the projector is discarded after training", fontsize=7.5)
+
+
+def _vicreg(c: _Canvas, spec, model, s) -> None:
+    cfg = model.cfg
+    D_z = cfg.projection_dim
+    top, bot = _siamese_rows(c, model, s, f"expander\n3 Linear, {D_z} wide")
+    regs = [c.box(6.45, row[1].y - 0.05, 2.3, 0.6, f"variance v({z}): std of each\nunit ≥ 1 (hinge)\n"
+                  f"covariance c({z}): off-diag. → 0", "loss", size=7.5) for row, z in ((top, "Z"), (bot, "Z'"))]
+    for row, box in zip((top, bot), regs):
+        c.arrow(row[1].right, box.left)
+    inv = c.box(9.2, 1.3, 1.65, 0.8, "invariance\ns(Z, Z'): mean\nsquared distance", "loss", size=8)
+    c.arrow(regs[0].right, (inv.cx, inv.y + inv.h), rad=-0.3)
+    c.arrow(regs[1].right, (inv.cx, inv.y), rad=0.3)
+    c.shape(regs[0].cx, regs[0].y - 0.07, "matrix", f"C(Z) ({D_z}, {D_z})", s["matrix"])
+    c.note(_W - 0.15, _H - 0.15, f"loss = λ s + μ v + ν c\nλ = {cfg.invariance_weight:g}, μ = {cfg.variance_weight:g}, "
+           f"ν = {cfg.covariance_weight:g}", ha="right", va="top", fontsize=8)
+    c.note(top[1].x, bot[1].y - 0.2, "each branch regularised on its own; no normalisation of z", fontsize=7.5)
+
+
 def _mae(c: _Canvas, spec, model, s) -> None:
     cfg = model.cfg
     L, p = s["patches"][1], model.patch_size
@@ -426,16 +491,18 @@ def _mae(c: _Canvas, spec, model, s) -> None:
               family="monospace", gid="shape:mask")
 
 
-_DRAW = {"rotation": _rotation, "jigsaw": _jigsaw, "simclr": _simclr, "moco": _moco, "byol": _byol, "mae": _mae}
+_DRAW = {"rotation": _rotation, "jigsaw": _jigsaw, "simclr": _simclr, "moco": _moco, "byol": _byol,
+         "barlowtwins": _barlowtwins, "vicreg": _vicreg, "mae": _mae}
 _TITLES = {"rotation": "Rotation prediction (RotNet)", "jigsaw": "Jigsaw puzzles (context-free network)",
-           "simclr": "SimCLR", "moco": "MoCo v2", "byol": "BYOL", "mae": "Masked autoencoder (MAE)"}
+           "simclr": "SimCLR", "moco": "MoCo v2", "byol": "BYOL", "barlowtwins": "Barlow Twins", "vicreg": "VICReg",
+           "mae": "Masked autoencoder (MAE)"}
 
 
 def method_diagram(method: str, image_shape=(3, 32, 32), profile: str = "quick") -> Figure:
     """An annotated schematic of ``method`` as the kit builds it, with the true tensor shapes.
 
     Args:
-        method: rotation, jigsaw, simclr, moco, byol or mae.
+        method: one of METHOD_NAMES (rotation, jigsaw, simclr, moco, byol, barlowtwins, vicreg, mae).
         image_shape: ``(C, H, W)`` of the dataset (``data.image_shape``).
         profile: whose batch size, backbone and method settings the shapes are for.
     Returns:

@@ -16,7 +16,7 @@ from sslkit.diagrams import method_diagram  # noqa: E402
 from sslkit.profiles import get_profile  # noqa: E402
 from sslkit.train import build_method  # noqa: E402
 
-METHODS = ["rotation", "jigsaw", "simclr", "moco", "byol", "mae"]
+METHODS = ["rotation", "jigsaw", "simclr", "moco", "byol", "barlowtwins", "vicreg", "mae"]
 OUT = Path(os.environ.get("SSLKIT_DIAGRAMS_DIR", "/tmp/diagrams"))
 
 # the components each figure must name (lower case, matched against all its text)
@@ -30,6 +30,10 @@ REQUIRED = {
              "dequeue", "infonce", "1 positive + k negatives", "no gradient"],
     "byol": ["online encoder", "projector", "predictor", "target encoder", "target projector",
              "τ from 0.9 to 1 (cosine)", "stop-gradient", "symmetric", "p(v) ↔ sg z'(v')", "p(v') ↔ sg z'(v)"],
+    "barlowtwins": ["encoder f", "same weights", "projector", "3 linear, 1024 wide", "standardise each",
+                    "cross-correlation c", "to the identity", "λ = 0.0051", "target", "discarded after training"],
+    "vicreg": ["encoder f", "same weights", "expander", "3 linear, 1024 wide", "variance v(z)", "covariance c(z)",
+               "variance v(z')", "covariance c(z')", "invariance", "λ = 25, μ = 25, ν = 1", "no normalisation"],
     "mae": ["patchify", "l = 64", "4×4", "hide 75%", "l_keep = 16", "vit encoder", "visible", "mask tokens",
             "unshuffle", "decoder", "mse", "masked patches", "normalised to its own mean and std"],
 }
@@ -88,6 +92,13 @@ def expected_shapes(method: str, image_shape) -> dict[str, tuple]:
         h, p, z = e["encoder_features"], e["predictions"], e["targets"]
         return {"x": (B, C, H, W), "views": (2 * B, C, H, W), "h": (2 * B, h.shape[1]),
                 "y": (2 * B, out.features.shape[1]), "p": (2 * B, p.shape[1]), "z": (2 * B, z.shape[1])}
+    if method in ("barlowtwins", "vicreg"):
+        h, z = e["encoder_features"], e["embeddings"]
+        D_z = z.shape[1]
+        if method == "barlowtwins":
+            assert e["cross_correlation"].shape == (D_z, D_z)
+        return {"x": (B, C, H, W), "views": (2 * B, C, H, W), "h": (2 * B, h.shape[1]), "z": (2 * B, D_z),
+                "matrix": (D_z, D_z)}
     if method == "mae":
         pred, mask = e["pred"], e["mask"]
         L, keep = mask.shape[1], int((mask[0] == 0).sum())
