@@ -108,14 +108,23 @@ def build_encoder(name: str, in_channels: int, mean: list[float], std: list[floa
     return Encoder(make(in_channels, image_size), dim, mean, std)
 
 
-def sincos_position_embedding(grid: int, dim: int) -> torch.Tensor:
+def sincos_position_embedding(grid: int, dim: int, image_grid: int | None = None) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embedding ``(grid * grid, dim)``, row-major over the
-    patch grid: half the channels encode the row, half the column (MAE's ``get_2d_sincos_pos_embed``)."""
+    patch grid: half the channels encode the row, half the column (MAE's ``get_2d_sincos_pos_embed``).
+
+    ``image_grid``: the grid of a full-size image, when ``grid`` patches cover the same extent more
+    coarsely (a small crop resized to fewer patches, DINO's local crops). Patch ``i`` then sits at
+    ``(i + 0.5) * image_grid / grid - 0.5`` in units of the full grid: the centres at which DINO's
+    ``interpolate_pos_encoding`` (vision_transformer.py; bicubic, align_corners=False) reads its
+    learned table. A fixed embedding can be evaluated there exactly instead of interpolated.
+    """
     if dim % 4:
         raise ValueError(f"the ViT width must be divisible by 4 for a 2-D sine-cosine embedding, got {dim}.")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))   # (D/4,)
-    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
-                                indexing="ij")
+    pos = torch.arange(grid, dtype=torch.float64)
+    if image_grid is not None and image_grid != grid:
+        pos = (pos + 0.5) * (image_grid / grid) - 0.5
+    rows, cols = torch.meshgrid(pos, pos, indexing="ij")
 
     def encode(pos):  # (L,) -> (L, D/2)
         angle = pos.flatten()[:, None] * omega[None]
@@ -129,15 +138,19 @@ class ViT(nn.Module):
     fixed sine-cosine position embedding, pre-norm blocks from torch's ``TransformerEncoderLayer``,
     a final LayerNorm and the mean of the patch tokens as the feature (B, D).
 
-    There is no class token: the mean-pooled tokens are what MAE's fine-tuning and its ablation
-    use (MAE, section A.1), and they serve kNN and linear probes as well. The pieces are exposed
-    so that MAE's encoder can run them on the visible patches only: ``patch_embed``,
-    ``pos_embed`` (L, D), ``blocks``, ``norm``; ``tokens`` and ``encode_tokens`` are the two halves
-    of ``forward``.
+    There is no class token by default: the mean-pooled tokens are what MAE's fine-tuning and its
+    ablation use (MAE, section A.1), and they serve kNN and linear probes as well. DINO switches one
+    on (:meth:`add_class_token`): a learned token put before the patches, whose output is then the
+    feature (DINO, section 3.2, "Vision Transformer"). The pieces are exposed so that MAE's encoder
+    can run them on the visible patches only: ``patch_embed``, ``pos_embed`` (L, D), ``blocks``,
+    ``norm``; ``tokens`` and ``encode_tokens`` are the two halves of ``forward``.
+
+    Images of another size than ``image_size`` (DINO's local crops) are cut into a coarser or finer
+    grid of the same patches, positioned over the whole image extent (:func:`sincos_position_embedding`).
     """
 
     def __init__(self, in_channels: int = 3, image_size: int = 32, patch_size: int = 4, dim: int = 128,
-                 depth: int = 4, heads: int = 4, mlp_ratio: int = 4):
+                 depth: int = 4, heads: int = 4, mlp_ratio: int = 4, class_token: bool = False):
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"the image size {image_size} is not divisible by the ViT's patch size {patch_size}: "
@@ -151,10 +164,41 @@ class ViT(nn.Module):
                                        batch_first=True, norm_first=True)
             for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
+        self.register_parameter("cls_token", None)       # none by default: the state dict has no entry
+        if class_token:
+            self.add_class_token()
+
+    def add_class_token(self) -> None:
+        """Put a learned class token before the patch tokens; ``forward`` then returns its output.
+
+        Initialised as DINO's (trunc_normal_, std 0.02; vision_transformer.py). Its position
+        embedding is zero, as MAE's ``get_2d_sincos_pos_embed(..., cls_token=True)``: the token is
+        learned, so a position of its own would add nothing.
+        """
+        if self.cls_token is None:
+            token = torch.zeros(1, 1, self.dim, device=self.patch_embed.weight.device)
+            self.cls_token = nn.Parameter(nn.init.trunc_normal_(token, std=0.02))
+
+    def position_embedding(self, grid: int) -> torch.Tensor:
+        """(grid * grid, D): the fixed embedding for a ``grid`` x ``grid`` image, placed over the full image."""
+        if grid == self.grid:
+            return self.pos_embed
+        return sincos_position_embedding(grid, self.dim, self.grid).to(self.pos_embed)
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, C, H, W) -> patch tokens with positions (B, L, D)."""
-        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
+        H, W = x.shape[-2:]
+        if H != W or H % self.patch_size:
+            raise ValueError(f"the ViT takes square images whose side is a multiple of its patch size "
+                             f"{self.patch_size}, got {H}x{W}: crop or resize them to such a size.")
+        return self.patch_embed(x).flatten(2).transpose(1, 2) + self.position_embedding(H // self.patch_size)
+
+    def input_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images -> what the blocks see: (B, 1 + L, D) with the class token first, else (B, L, D)."""
+        t = self.tokens(x)
+        if self.cls_token is None:
+            return t
+        return torch.cat([self.cls_token.expand(len(t), -1, -1), t], 1)
 
     def encode_tokens(self, t: torch.Tensor) -> torch.Tensor:
         """(B, L', D) tokens, any subset of the patches -> (B, L', D) after the blocks and norm."""
@@ -162,9 +206,45 @@ class ViT(nn.Module):
             t = block(t)
         return self.norm(t)
 
+    def pool(self, t: torch.Tensor) -> torch.Tensor:
+        """Encoded tokens -> the feature (B, D): the class token's output, else the mean of the patches."""
+        return t.mean(1) if self.cls_token is None else t[:, 0]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, D): the mean of all the encoded patch tokens."""
-        return self.encode_tokens(self.tokens(x)).mean(1)
+        """(B, C, H, W) -> (B, D): the class token's output, or the mean of the encoded patch tokens."""
+        return self.pool(self.encode_tokens(self.input_tokens(x)))
+
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As ``forward``, also returning every block's attention weights.
+
+        x: normalised images (B, C, H, W) -> (features (B, D), attention (depth, B, heads, T, T)),
+        T = 1 + L with a class token (index 0), else L; row i holds what token i attends to. Each
+        block is run as ``TransformerEncoderLayer`` runs it with ``norm_first=True`` (pre-norm
+        self-attention, then pre-norm MLP, each with its residual), through the block's own
+        ``self_attn`` asked for the weights of every head.
+        """
+        t, maps = self.input_tokens(x), []
+        for block in self.blocks:
+            h = block.norm1(t)
+            a, w = block.self_attn(h, h, h, need_weights=True, average_attn_weights=False)   # w: (B, heads, T, T)
+            t = t + block.dropout1(a)
+            h = block.norm2(t)
+            t = t + block.dropout2(block.linear2(block.dropout(block.activation(block.linear1(h)))))
+            maps.append(w)
+        return self.pool(self.norm(t)), torch.stack(maps)
+
+
+def attention_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Attention weights of every block and head: ``(depth, B, heads, T, T)``.
+
+    ``model``: a :class:`ViT` (``x`` normalised images) or an :class:`Encoder` holding one (``x`` in
+    [0, 1], normalised here). T = 1 + L with a class token at index 0, else L patch tokens.
+    """
+    if isinstance(model, Encoder):
+        x, model = (x - model.mean) / model.std, model.backbone
+    if not isinstance(model, ViT):
+        raise ValueError(f"attention maps need a ViT (vit_mini or vit_tiny), got {type(model).__name__}.")
+    return model.forward_with_attention(x)[1]
 
 
 def vit_mini(in_channels: int = 3, image_size: int = 32) -> ViT:

@@ -21,7 +21,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
-METHOD_NAMES = ("rotation", "jigsaw", "simclr", "moco", "byol", "barlowtwins", "vicreg", "mae")
+METHOD_NAMES = ("rotation", "jigsaw", "simclr", "moco", "byol", "barlowtwins", "vicreg", "mae", "dino")
 
 _KINDS = {   # box kind -> face colour, edge colour, line style, legend text
     "data": ("#eeeeee", "#666666", "-", "data"),
@@ -200,10 +200,17 @@ def _probe(method: str, model, x: torch.Tensor) -> dict[str, tuple]:
         pred = model.forward_decoder(latent, ids_restore)
         return {"x": x.shape, "patches": patches.shape, "tokens": tokens.shape, "latent": latent.shape,
                 "full": (len(x), *model.decoder_pos_embed.shape), "pred": pred.shape, "mask": mask.shape}
+    if method == "dino":
+        g, l = model.global_views(x), model.local_views(x)
+        h = model.encoder(g)
+        s = model.student(g, l)
+        t = model.teacher(g)
+        return {"x": x.shape, "global": g.shape, "local": l.shape, "h": (len(s), h.shape[1]), "s": s.shape,
+                "t": t.shape, "center": model.center.shape}
     raise AssertionError(method)
 
 
-_NOT_BATCHED = {"queue", "matrix"}   # shapes that do not grow with the batch
+_NOT_BATCHED = {"queue", "matrix", "center"}   # shapes that do not grow with the batch
 _SQUARE = {"sim"}          # batch by batch: both dimensions grow with it
 
 
@@ -491,18 +498,55 @@ def _mae(c: _Canvas, spec, model, s) -> None:
               family="monospace", gid="shape:mask")
 
 
+def _dino(c: _Canvas, spec, model, s) -> None:
+    cfg = model.cfg
+    n, H, h = cfg.local_crops, s["global"][2], model.local_size
+    x = c.box(0.15, 1.38, 0.85, 0.6, "images", "data")
+    c.shape(x.cx, x.y - 0.07, "x", "x (B, C, H, W)", s["x"])
+    crops = c.box(1.2, 1.3, 1.45, 0.78, f"multi-crop\n2 global {H}×{H}\n+ n = {n} local {h}×{h}", "op", size=8)
+    c.arrow(x.right, crops.left)
+    c.shape(crops.cx, crops.y - 0.07, "global", "global (2B, C, H, W)", s["global"])
+    c.shape(crops.cx, crops.y - 0.42, "local", "local (nB, C, h, h)", s["local"])
+    top, bot = _two_rows(c, [("student ViT\n+ class token", "encoder"), (f"DINO head: MLP,\nℓ2 bottleneck, K = {cfg.out_dim}", "head"),
+                             (f"softmax(s / τ_s)\nτ_s = {cfg.student_temp:g}", "op")],
+                         [("teacher ViT", "target"), ("teacher head", "target"),
+                          ("centre & sharpen\nsoftmax((t − c) / τ_t)", "op")],
+                         3.0, [1.3, 1.65, 1.45], 0.3, y_top=2.3, y_bot=0.82, bottom_kind="nograd")
+    c.arrow(crops.right, top[0].left, label="all 2 + n crops", label_at=(2.85, 2.62), label_kw={"ha": "center"})
+    c.arrow(crops.right, bot[0].left, kind="nograd", label="2 global only", label_at=(2.95, 0.62),
+            label_kw={"ha": "center", "va": "top"})
+    c.shape(top[0].cx, 2.2, "h", "h ((2+n)B, D)", s["h"])
+    c.shape(top[1].cx, 2.2, "s", "s ((2+n)B, K)", s["s"])
+    c.shape(bot[1].cx, bot[1].y - 0.07, "t", "t (2B, K)", s["t"])
+    c.shape(bot[2].cx, bot[2].y - 0.07, "center", "centre c (1, K)", s["center"])
+    for i in range(2):
+        c.arrow((top[i].cx, top[i].y - 0.5), (top[i].cx, bot[i].y + bot[i].h + 0.02), kind="ema")
+    temp = f"τ_t = {model.teacher_temp:g}" if cfg.sharpening else "τ_t = τ_s (no sharpening)"
+    c.ax.text(top[0].cx + 0.1, 1.58, f"EMA of the student:\nλ {cfg.base_momentum:g} → 1 (cosine)", fontsize=7.5,
+              color=_ARROWS["ema"][0], va="center")
+    c.note(bot[2].x, 1.56, temp, va="center")
+    loss = c.box(8.55, 1.45, 2.3, 0.95, "cross-entropy H(P_t, P_s)\nevery teacher crop with\nevery other student crop\n"
+                 "(the same crop skipped)", "loss", size=7.5)
+    c.arrow(top[2].right, (loss.x, loss.y + loss.h - 0.2), label="P_s")
+    c.arrow(bot[2].right, (loss.x + 0.4, loss.y), kind="nograd", label="P_t, no gradient",
+            label_at=(bot[2].right[0] + 0.1, 0.98), label_kw={"ha": "left", "va": "top"})
+    m = cfg.center_momentum
+    c.note(loss.x + 0.2, 0.7, f"after each step: c ← {m:g} c + {1 - m:g} mean(t)" if cfg.centering
+           else "no centring: c stays 0", va="top")
+
+
 _DRAW = {"rotation": _rotation, "jigsaw": _jigsaw, "simclr": _simclr, "moco": _moco, "byol": _byol,
-         "barlowtwins": _barlowtwins, "vicreg": _vicreg, "mae": _mae}
+         "barlowtwins": _barlowtwins, "vicreg": _vicreg, "mae": _mae, "dino": _dino}
 _TITLES = {"rotation": "Rotation prediction (RotNet)", "jigsaw": "Jigsaw puzzles (context-free network)",
            "simclr": "SimCLR", "moco": "MoCo v2", "byol": "BYOL", "barlowtwins": "Barlow Twins", "vicreg": "VICReg",
-           "mae": "Masked autoencoder (MAE)"}
+           "mae": "Masked autoencoder (MAE)", "dino": "DINO (self-distillation with no labels)"}
 
 
 def method_diagram(method: str, image_shape=(3, 32, 32), profile: str = "quick") -> Figure:
     """An annotated schematic of ``method`` as the kit builds it, with the true tensor shapes.
 
     Args:
-        method: one of METHOD_NAMES (rotation, jigsaw, simclr, moco, byol, barlowtwins, vicreg, mae).
+        method: one of METHOD_NAMES (rotation, jigsaw, simclr, moco, byol, barlowtwins, vicreg, mae, dino).
         image_shape: ``(C, H, W)`` of the dataset (``data.image_shape``).
         profile: whose batch size, backbone and method settings the shapes are for.
     Returns:

@@ -320,7 +320,7 @@ def train(method: SSLMethod, images: torch.Tensor, cfg: TrainConfig, *, device: 
                 row = {"step": state["step"], "epoch": state["epoch"] + state["pos"] / n,
                        "loss": mean_loss, "lr": lr, "images_per_s": window_steps * GB / max(dt, 1e-9),
                        "embedding_spread": embedding_spread(out.features) if out.features is not None else None,
-                       "elapsed_s": state["elapsed"]}
+                       "elapsed_s": state["elapsed"], **{k: float(v) for k, v in out.logs.items()}}
                 state["history"].append(row)
                 for cb in callbacks if ctx.is_main else ():
                     cb(row)

@@ -42,7 +42,7 @@ def test_pretrain_then_evaluate(tmp_path):
 
 @pytest.mark.parametrize("args,says", [
     (["pretrain", "simclr", "--dataset", "no-such-set"], "unknown dataset 'no-such-set'"),
-    (["pretrain", "dino", "--dataset", "digits"], "invalid choice: 'dino'"),
+    (["pretrain", "swav", "--dataset", "digits"], "invalid choice: 'swav'"),
     (["pretrain", "simclr", "--dataset", "digits", "--batch-size", "1"], "batch size must be at least 2"),
     (["pretrain", "simclr", "--dataset", "digits", "--temperature", "0"], "temperature must be positive"),
     (["pretrain", "simclr", "--dataset", "digits", "--temperature", "-1"], "temperature must be positive"),

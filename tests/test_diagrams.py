@@ -16,7 +16,7 @@ from sslkit.diagrams import method_diagram  # noqa: E402
 from sslkit.profiles import get_profile  # noqa: E402
 from sslkit.train import build_method  # noqa: E402
 
-METHODS = ["rotation", "jigsaw", "simclr", "moco", "byol", "barlowtwins", "vicreg", "mae"]
+METHODS = ["rotation", "jigsaw", "simclr", "moco", "byol", "barlowtwins", "vicreg", "mae", "dino"]
 OUT = Path(os.environ.get("SSLKIT_DIAGRAMS_DIR", "/tmp/diagrams"))
 
 # the components each figure must name (lower case, matched against all its text)
@@ -36,6 +36,10 @@ REQUIRED = {
                "variance v(z')", "covariance c(z')", "invariance", "λ = 25, μ = 25, ν = 1", "no normalisation"],
     "mae": ["patchify", "l = 64", "4×4", "hide 75%", "l_keep = 16", "vit encoder", "visible", "mask tokens",
             "unshuffle", "decoder", "mse", "masked patches", "normalised to its own mean and std"],
+    "dino": ["multi-crop", "2 global 32×32", "n = 2 local 16×16", "student vit", "class token", "teacher vit",
+             "teacher head", "dino head", "ℓ2 bottleneck, k = 1024", "τ_s = 0.1", "τ_t = 0.04", "centre & sharpen",
+             "ema of the student", "λ 0.9 → 1 (cosine)", "cross-entropy", "the same crop skipped", "2 global only",
+             "no gradient", "c ← 0.9 c + 0.1 mean(t)"],
 }
 
 
@@ -105,6 +109,11 @@ def expected_shapes(method: str, image_shape) -> dict[str, tuple]:
         D = out.features.shape[1]
         return {"x": (B, C, H, W), "patches": (B, L, pred.shape[2]), "tokens": (B, L, D), "latent": (B, keep, D),
                 "full": (B, L, model.cfg.decoder_dim), "pred": (B, L, pred.shape[2]), "mask": (B, L)}
+    if method == "dino":
+        K, n, h, D = model.cfg.out_dim, model.cfg.local_crops, model.local_size, model.encoder.dim
+        assert e["teacher_probs"].shape == (4, K) and out.features.shape == (2, K)
+        return {"x": (B, C, H, W), "global": (2 * B, C, H, W), "local": (n * B, C, h, h), "h": ((2 + n) * B, D),
+                "s": ((2 + n) * B, K), "t": (2 * B, K), "center": (1, K)}
     raise AssertionError(method)
 
 

@@ -134,7 +134,7 @@ def test_bad_training_settings_are_refused():
     with pytest.raises(ValueError, match="batch size must be at least 2"):
         TrainConfig(epochs=1, batch_size=1)
     with pytest.raises(ValueError, match="unknown method"):
-        RunSpec("dino", "digits")
+        RunSpec("swav", "digits")
 
 
 def test_two_processes_train_one_run_once(tmp_path):

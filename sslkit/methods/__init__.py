@@ -3,6 +3,7 @@
 from sslkit.methods.barlowtwins import BarlowTwins, BarlowTwinsConfig
 from sslkit.methods.base import MethodOutput, SSLMethod
 from sslkit.methods.byol import BYOL, BYOLConfig
+from sslkit.methods.dino import DINO, DINOConfig
 from sslkit.methods.mae import MAE, MAEConfig
 from sslkit.methods.moco import MoCo, MoCoConfig
 from sslkit.methods.jigsaw import Jigsaw, JigsawConfig
@@ -25,8 +26,9 @@ METHODS: dict[str, tuple[type, type[SSLMethod]]] = {
     "barlowtwins": (BarlowTwinsConfig, BarlowTwins),
     "vicreg": (VICRegConfig, VICReg),
     "mae": (MAEConfig, MAE),
+    "dino": (DINOConfig, DINO),
     # not self-supervised: the labelled baseline of the same encoder (reference runs, comparison)
     "supervised": (SupervisedConfig, Supervised),
 }
 
-__all__ = ["BarlowTwins", "BarlowTwinsConfig", "Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "MoCo", "MoCoConfig", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig", "SimSiam", "SimSiamConfig", "Supervised", "SupervisedConfig", "VICReg", "VICRegConfig"]
+__all__ = ["BarlowTwins", "BarlowTwinsConfig", "Jigsaw", "JigsawConfig", "BYOL", "BYOLConfig", "DINO", "DINOConfig", "MAE", "MAEConfig", "METHODS", "MethodOutput", "MoCo", "MoCoConfig", "Rotation", "RotationConfig", "SSLMethod", "SimCLR", "SimCLRConfig", "SimSiam", "SimSiamConfig", "Supervised", "SupervisedConfig", "VICReg", "VICRegConfig"]

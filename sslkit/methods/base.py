@@ -20,11 +20,14 @@ class MethodOutput:
         features: ``(B, D)`` encoder features of one view, detached; the training loop uses
             them for the collapse signal (the spread of the normalised embeddings).
         extras: whatever a notebook may want to plot (predictions, masks, logits...).
+        logs: 0-d tensors (or floats) the training loop writes into each history row as they were
+            at its last step, read only then (DINO's teacher entropy and KL, plotted after a cached run).
     """
 
     loss: torch.Tensor
     features: torch.Tensor | None = None
     extras: dict = field(default_factory=dict)
+    logs: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
