@@ -148,6 +148,41 @@ def _shipped(name: str, state: dict) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k.startswith(keep)}
 
 
+# The heads ship smaller than the encoder, which stays fp32 (its kNN is checked): they are shown at
+# work in a notebook, never trained further nor measured on the card. Matrices of 64k entries or more
+# go as int8 with one fp16 scale per row (symmetric, the row's largest magnitude / 127), the rest as
+# fp16. Per-row int8 halves the two largest heads again (jigsaw's classifier, Barlow Twins' projector),
+# which keeps the shipped weights under the 30 MB the repository allows with DINO's two ViTs; what it
+# changes in the notebooks' figures is measured in benchmarks/RESULTS.md, "Shipping the heads in int8".
+_ROW_SCALE = ".int8_row_scale"
+_INT8_MIN_NUMEL = 65536
+
+
+def _pack_heads(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A reference's tensors as shipped: the encoder's as they are, the heads' in int8 or fp16."""
+    out = {}
+    for k, v in tensors.items():
+        if k.startswith("encoder.") or not v.is_floating_point():
+            out[k] = v
+        elif v.dim() == 2 and v.numel() >= _INT8_MIN_NUMEL:
+            scale = (v.float().abs().amax(dim=1, keepdim=True) / 127).clamp_min(1e-12).half()
+            out[k] = (v.float() / scale.float()).round().clamp(-127, 127).to(torch.int8)
+            out[k + _ROW_SCALE] = scale
+        else:
+            out[k] = v.half()
+    return out
+
+
+def _unpack_heads(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`_pack_heads`, as floats (int8 rows times their scales)."""
+    out = {k: v for k, v in tensors.items() if not k.endswith(_ROW_SCALE)}
+    for k, scale in tensors.items():
+        if k.endswith(_ROW_SCALE):
+            name = k[:-len(_ROW_SCALE)]
+            out[name] = out[name].float() * scale.float()
+    return out
+
+
 def load_reference(name: str, device: str | torch.device = "cpu", directory: Path | None = None) -> Reference:
     """The shipped reference ``name`` (a method name), its weights checked against the card's sha256.
 
@@ -172,7 +207,7 @@ def load_reference(name: str, device: str | torch.device = "cpu", directory: Pat
     except (TypeError, ValueError) as err:
         raise ReferenceError(f"the '{name}' reference was built by another version of sslkit ({err}): "
                              f"rebuild it with `{_rebuild(name)}`.") from None
-    tensors = load_file(str(weights))
+    tensors = _unpack_heads(load_file(str(weights)))
     own = method.state_dict()
     expected = _shipped(name, own)
     missing = sorted(set(expected) - set(tensors))
@@ -323,10 +358,8 @@ def build_reference(name: str, *, device: str = "auto", epochs: float | None = N
 
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{out_name}.safetensors"
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in _shipped(name, run.method.state_dict()).items()}
-    # the heads in half precision: they are shown at work, never trained further, and the jigsaw
-    # classifier alone would otherwise be several MB; the encoder stays fp32 (its kNN is checked)
-    tensors = {k: (v.half() if not k.startswith("encoder.") and v.is_floating_point() else v) for k, v in tensors.items()}
+    tensors = _pack_heads({k: v.detach().to("cpu").contiguous()
+                           for k, v in _shipped(name, run.method.state_dict()).items()})
     atomic_write_bytes(save(tensors, metadata={"reference": out_name, "method": spec.method}), weights)
     mean, std = data.channel_stats()
     card = {

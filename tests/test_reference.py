@@ -130,3 +130,44 @@ def test_cli_list_and_errors(tiny_reference):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "reference build byol" in bad.stderr
     bad = run("build", "nope")
     assert bad.returncode == 2 and "unknown reference 'nope'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_heads_ship_as_int8_rows_or_fp16_and_load_back_close():
+    torch.manual_seed(0)
+    big, small, enc = torch.randn(300, 256) * torch.rand(300, 1), torch.randn(64), torch.randn(300, 256)
+    packed = ref._pack_heads({"head.w": big, "head.b": small, "encoder.w": enc, "perms": torch.arange(4)})
+    assert packed["head.w"].dtype == torch.int8 and packed["head.b"].dtype == torch.float16
+    assert packed["encoder.w"].dtype == torch.float32 and packed["perms"].dtype == torch.int64
+    back = ref._unpack_heads(packed)
+    assert set(back) == {"head.w", "head.b", "encoder.w", "perms"}
+    assert torch.equal(back["encoder.w"], enc) and torch.equal(back["perms"], torch.arange(4))
+    # each entry within half a step of its row's grid (the row's largest magnitude / 127), plus the
+    # fp16 scale's own rounding
+    step = big.abs().amax(1, keepdim=True) / 127
+    assert ((back["head.w"] - big).abs() <= 0.5 * step * 1.01 + 1e-6).all()
+    assert torch.allclose(back["head.b"].float(), small, atol=1e-2)
+
+
+def test_a_reference_with_int8_heads_loads_them(tiny_reference, tmp_path):
+    """The build writes what load_reference reads back: a head stored as int8 rows loads as the floats
+    it stands for (here the tiny SimCLR reference's projector, repacked with every matrix in int8)."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+    directory, card = tiny_reference
+    shutil.copy(directory / "simclr.json", tmp_path / "simclr.json")
+    tensors = ref._unpack_heads(load_file(str(directory / "simclr.safetensors")))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ref, "_INT8_MIN_NUMEL", 1)
+    try:
+        packed = ref._pack_heads(tensors)
+    finally:
+        mp.undo()
+    assert any(k.endswith(ref._ROW_SCALE) for k in packed)
+    save_file(packed, str(tmp_path / "simclr.safetensors"))
+    card = {**card, "weights": {**card["weights"], "sha256": ref.sha256(tmp_path / "simclr.safetensors")}}
+    (tmp_path / "simclr.json").write_text(json.dumps(card))
+    loaded = ref.load_reference("simclr", directory=tmp_path)
+    state = loaded.method.state_dict()
+    for k, v in tensors.items():
+        if k.startswith("projector.") and v.dim() == 2:
+            assert torch.allclose(state[k].float(), v.float(), atol=float(v.abs().max()) / 127)
