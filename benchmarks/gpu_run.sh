@@ -182,6 +182,10 @@ JOBS=(
   "jigsaw-3x3-tiles|jigsaw|c|--config grid=3 --config num_permutations=100 --config whole_image=false --config tile_dim=256"
   "jigsaw-2x2-tiles|jigsaw|c|--config whole_image=false"
   "jigsaw-3x3-whole|jigsaw|c|--config grid=3 --config num_permutations=100"
+  "simsiam|simsiam|d|"
+  "barlowtwins|barlowtwins|d|"
+  "vicreg|vicreg|d|"
+  "dino|dino|b|"
 )
 part_references() {
   local budget=(--minutes "$MINUTES") eval=()

@@ -7,6 +7,7 @@ every method feed it the same [0, 1] images and a checkpoint carries everything 
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -245,6 +246,24 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(model, ViT):
         raise ValueError(f"attention maps need a ViT (vit_mini or vit_tiny), got {type(model).__name__}.")
     return model.forward_with_attention(x)[1]
+
+
+@torch.no_grad()
+def class_token_attention(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """What the class token attends to, in every block and head: ``(depth, B, heads, g, g)`` over the
+    g x g patches, and whether the ViT has a class token (the maps of DINO's Figure 1 and
+    visualize_attention.py: the [CLS] query's row, its patch columns).
+
+    A ViT without one (MAE's, mean-pooled) has no such row: the mean of the patch queries' rows
+    stands in, how much attention each patch receives on average, which is another quantity.
+    ``model`` and ``x`` as in :func:`attention_maps`.
+    """
+    maps = attention_maps(model, x)                         # (depth, B, heads, T, T)
+    vit = model.backbone if isinstance(model, Encoder) else model
+    has_cls = vit.cls_token is not None
+    rows = maps[..., 0, 1:] if has_cls else maps.mean(-2)   # (depth, B, heads, L)
+    g = math.isqrt(rows.shape[-1])
+    return rows.reshape(*rows.shape[:-1], g, g), has_cls
 
 
 def vit_mini(in_channels: int = 3, image_size: int = 32) -> ViT:

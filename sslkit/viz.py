@@ -295,3 +295,19 @@ def retrieval_comparison(encoders: dict, queries: torch.Tensor, query_labels, da
     fig.tight_layout()
     fig.subplots_adjust(top=1 - 0.95 / fig.get_figheight())     # room for the two-line title above the rows
     return fig
+
+
+def singular_spectrum(z: torch.Tensor) -> torch.Tensor:
+    """The singular values of embeddings ``z (N, D)`` centred over the batch, largest first, divided
+    by their sum: how the batch's spread is shared among directions (one value near 1: every unit
+    varies along the same direction, a dimensional collapse)."""
+    z = z.float()
+    s = torch.linalg.svdvals(z - z.mean(0))
+    return s / s.sum().clamp_min(1e-12)
+
+
+def effective_rank(z: torch.Tensor) -> float:
+    """exp of the entropy of :func:`singular_spectrum`: D when the spread is shared equally by D
+    directions, 1 when it lies along one."""
+    p = singular_spectrum(z)
+    return float(torch.exp(-(p * p.clamp_min(1e-12).log()).sum()))

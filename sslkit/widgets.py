@@ -479,3 +479,176 @@ def comparison_explorer(entries, data, n_points: int = 1000, cache: dict | None 
 
     _on_change({"chosen": pick, "projection": how}, draw)
     return Explorer([W.HBox([pick, how]), out])
+
+
+# ------------------------------------------------------------------------ Barlow Twins and VICReg
+
+def _toy_views(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two views of n toy inputs of 16 coordinates: 8 carry a signal shared by both views, under
+    noise from 0.05 (coordinate 0, the most invariant) to 0.7; 8 are noise alone, different in each view."""
+    g = torch.Generator().manual_seed(seed)
+    signal = torch.cat([torch.ones(8), torch.zeros(8)])
+    noise = torch.cat([torch.tensor([0.05, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7]), torch.ones(8)])
+    s = torch.randn(n, 16, generator=g) * signal
+    return s + torch.randn(n, 16, generator=g) * noise, s + torch.randn(n, 16, generator=g) * noise
+
+
+def _fit_toy(loss, steps: int, seed: int, width: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear embedding ``(16 -> width)`` of the toy views trained by ``loss(z_a, z_b)`` (Adam, a few
+    hundred steps from a fixed start); its embeddings of fresh views of new inputs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)          # tiny matrices: one thread is several times faster than two
+    try:
+        xa, xb = _toy_views(256, seed)
+        w = (0.3 * torch.randn(width, 16, generator=torch.Generator().manual_seed(seed + 1))).requires_grad_()
+        opt = torch.optim.Adam([w], lr=0.05)
+        for _ in range(steps):
+            value = loss(xa @ w.T, xb @ w.T)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+        with torch.no_grad():
+            xa, xb = _toy_views(512, seed + 100)
+            return xa @ w.T, xb @ w.T
+    finally:
+        torch.set_num_threads(threads)
+
+
+def redundancy_explorer(steps: int = 200, seed: int = 0) -> W.Widget:
+    """What each term of Barlow Twins and VICReg does, live: a slider for Barlow Twins' lambda and one
+    for each VICReg weight; each setting trains a small linear embedding of toy two-view data (8
+    coordinates carry a signal both views share, 8 only noise) and shows, per method, the matrix its
+    loss acts on, the singular-value spectrum of the embeddings (effective rank) and, per unit, how
+    much the two views agree (their correlation) and how much it varies over the batch."""
+    from sslkit.methods.barlowtwins import barlow_twins_terms, cross_correlation
+    from sslkit.methods.vicreg import covariance, vicreg_terms
+    from sslkit.viz import effective_rank, singular_spectrum
+
+    controls = {
+        "lambd": W.FloatLogSlider(value=0.0051, base=10, min=-4, max=0, step=0.1, description="BT λ (off-diagonal)",
+                                  continuous_update=False, style={"description_width": "150px"},
+                                  layout=W.Layout(width="420px")),
+        "inv": W.FloatSlider(value=25, min=0, max=50, step=1, description="VICReg λ (invariance)",
+                             continuous_update=False, style={"description_width": "150px"}, layout=W.Layout(width="420px")),
+        "var": W.FloatSlider(value=25, min=0, max=50, step=1, description="VICReg μ (variance)",
+                             continuous_update=False, style={"description_width": "150px"}, layout=W.Layout(width="420px")),
+        "cov": W.FloatSlider(value=1, min=0, max=10, step=0.5, description="VICReg ν (covariance)",
+                             continuous_update=False, style={"description_width": "150px"}, layout=W.Layout(width="420px")),
+    }
+    cache: dict = {}
+    out = W.Output()
+
+    def bt(lambd):
+        key = ("bt", lambd)
+        if key not in cache:
+            def loss(a, b):
+                on, off = barlow_twins_terms(cross_correlation(a, b))
+                return on + lambd * off
+            cache[key] = _fit_toy(loss, steps, seed)
+        return cache[key]
+
+    def vic(inv, var, cov):
+        key = ("vicreg", inv, var, cov)
+        if key not in cache:
+            def loss(a, b):
+                t = vicreg_terms(a, b)
+                return inv * t["invariance"] + var * t["variance"] + cov * t["covariance"]
+            cache[key] = _fit_toy(loss, steps, seed)
+        return cache[key]
+
+    def row(axes, za, zb, matrix, name, what):
+        D = za.shape[1]
+        off = matrix[~torch.eye(D, dtype=torch.bool)].abs().mean()
+        axes[0].imshow(matrix.numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
+        axes[0].set_title(f"{name}\n{what}, mean |off-diag.| {off:.2f}", fontsize=9)
+        axes[0].set_xticks([])
+        axes[0].set_yticks([])
+        spectrum = singular_spectrum(za)
+        axes[1].bar(range(1, D + 1), spectrum.numpy(), color="tab:purple")
+        axes[1].set_ylim(0, 1)
+        axes[1].set_xlabel("direction", fontsize=8)
+        axes[1].set_title(f"singular values (share of the spread)\neffective rank {effective_rank(za):.1f} of {D}",
+                          fontsize=9)
+        std = za.std(0)
+        agree = cross_correlation(za, zb).diagonal()
+        axes[2].bar(range(1, D + 1), std.numpy(), color="0.7", label="std over the batch")
+        axes[2].plot(range(1, D + 1), agree.numpy(), "o", color="tab:red", label="agreement of the views")
+        axes[2].axhline(1.0, color="0.3", lw=0.8, ls=":")
+        axes[2].set_ylim(-0.2, max(1.6, float(std.max())) * 1.4)      # room for the legend above the bars
+        axes[2].set_xlabel("embedding unit", fontsize=8)
+        axes[2].set_title(f"mean std {std.mean():.2f}, mean agreement {agree.mean():.2f}", fontsize=9)
+        axes[2].legend(fontsize=7, loc="upper right", ncol=2)
+        for ax in axes[1:]:
+            ax.tick_params(labelsize=7)
+
+    def draw(lambd, inv, var, cov):
+        za, zb = bt(lambd)
+        va, vb = vic(inv, var, cov)
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(2, 3, figsize=(11, 6.2), gridspec_kw={"width_ratios": [1, 1.3, 1.3]})
+            row(axes[0], za, zb, cross_correlation(za, zb), f"Barlow Twins, λ = {lambd:.4g}", "C")
+            row(axes[1], va, vb, covariance(va).clamp(-1, 1), f"VICReg, λ = {inv:g}, μ = {var:g}, ν = {cov:g}",
+                "Cov(Z) (to ±1)")
+            fig.tight_layout()
+            plt.show()
+
+    _on_change(controls, draw)
+    return Explorer([W.HBox([W.VBox([controls["lambd"]]), W.VBox([controls["inv"], controls["var"], controls["cov"]])]),
+                     out])
+
+
+def attention_explorer(encoders: dict, images: torch.Tensor, n: int = 6) -> W.Widget:
+    """Where each ViT's class token looks: sliders for the block (layer) and the head; one row of
+    attention maps per encoder over ``n`` images, each map scaled to its own range.
+
+    A ViT with a class token shows that token's attention over the patches (DINO's Figure 1); one
+    without (MAE's) shows the mean of the patch queries' attention instead, said in its row's label
+    (:func:`sslkit.backbones.class_token_attention`).
+
+    Args:
+        encoders: ``{name: ViT encoder}``, all of the same depth and number of heads.
+        images: uint8 ``(N, C, H, W)``; the first ``n`` are shown.
+    """
+    from sslkit.backbones import class_token_attention
+
+    x = images[:n].float().div(255)
+    maps = {}
+    for name, enc in encoders.items():
+        was_training = enc.training
+        enc.eval()
+        a, has_cls = class_token_attention(enc, x.to(next(enc.parameters()).device))
+        enc.train(was_training)
+        maps[name] = (a.float().cpu(), has_cls)
+    depth, _, heads = next(iter(maps.values()))[0].shape[:3]
+    controls = {"layer": _int_slider("block (layer)", depth, 1, depth), "head": _int_slider("head", 1, 1, heads)}
+    shown = to_display(images[:n])
+    H, Wd = shown.shape[1:3]
+    out = W.Output()
+
+    def draw(layer, head):
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(1 + len(maps), n, figsize=(1.45 * n + 1.6, 1.5 * (1 + len(maps)) + 0.5),
+                                     squeeze=False)
+            for j in range(n):
+                axes[0, j].imshow(shown[j], interpolation="nearest")
+            for i, (name, (a, has_cls)) in enumerate(maps.items(), start=1):
+                for j in range(n):
+                    m = a[layer - 1, j, head - 1]
+                    m = (m - m.min()) / (m.max() - m.min()).clamp_min(1e-12)
+                    axes[i, j].imshow(shown[j].mean(-1), cmap="gray", interpolation="nearest", extent=(0, Wd, H, 0))
+                    axes[i, j].imshow(m.numpy(), cmap="inferno", alpha=0.7, interpolation="nearest", extent=(0, Wd, H, 0))
+                what = "class token" if has_cls else "mean of the patch\nqueries (no class token)"
+                axes[i, 0].set_ylabel(f"{name}\n{what}", fontsize=8, rotation=0, ha="right", va="center")
+            axes[0, 0].set_ylabel("images", fontsize=8, rotation=0, ha="right", va="center")
+            for ax in axes.flat:
+                ax.set_xticks([])
+                ax.set_yticks([])
+            fig.suptitle(f"attention over the patches, block {layer} of {depth}, head {head} of {heads} "
+                         "(bright: attended; each map scaled to its own range)", fontsize=9)
+            fig.tight_layout()
+            plt.show()
+
+    _on_change(controls, draw)
+    return Explorer([W.HBox(list(controls.values())), out])

@@ -38,7 +38,7 @@ REQUIRED = {
             "unshuffle", "decoder", "mse", "masked patches", "normalised to its own mean and std"],
     "dino": ["multi-crop", "2 global 32×32", "n = 2 local 16×16", "student vit", "class token", "teacher vit",
              "teacher head", "dino head", "ℓ2 bottleneck, k = 1024", "τ_s = 0.1", "τ_t = 0.04", "centre & sharpen",
-             "ema of the student", "λ 0.9 → 1 (cosine)", "cross-entropy", "the same crop skipped", "2 global only",
+             "ema of the student", "λ 0.96 → 1 (cosine)", "cross-entropy", "the same crop skipped", "2 global only",
              "no gradient", "c ← 0.9 c + 0.1 mean(t)"],
 }
 

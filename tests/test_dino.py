@@ -312,3 +312,39 @@ def test_cli_pretrains_dino(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (out / "checkpoint.pt").exists() and (out / "history.json").exists()
     assert "teacher_entropy" in (out / "history.json").read_text()
+
+
+def test_class_token_attention_is_the_cls_row_or_the_mean_of_the_patch_queries():
+    from sslkit.backbones import class_token_attention
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    for with_token in (True, False):
+        enc = build_encoder("vit_mini", 3, [0.5] * 3, [0.25] * 3).eval()
+        if with_token:
+            enc.backbone.add_class_token()
+        maps, has_cls = class_token_attention(enc, x)
+        full = attention_maps(enc, x)
+        assert has_cls == with_token and maps.shape == (4, 2, 4, 8, 8)
+        want = full[..., 0, 1:] if with_token else full.mean(-2)
+        assert torch.allclose(maps.flatten(-2), want)
+
+
+def test_the_attention_explorer_redraws_for_each_block_and_head(monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from sslkit import widgets
+
+    drawn = []
+    monkeypatch.setattr(plt, "show", lambda: (drawn.append(plt.gcf().get_suptitle()), plt.close("all")))
+    with_token = tiny_encoder(32)
+    with_token.backbone.add_class_token()
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    w = widgets.attention_explorer({"DINO": with_token, "MAE-like": tiny_encoder(32)}, images, n=3)
+    layer, head = w.children[0].children
+    assert (layer.min, layer.max, layer.value, head.min, head.max) == (1, 2, 2, 1, 2)
+    head.value = 2
+    layer.value = 1
+    assert drawn == ["attention over the patches, block 2 of 2, head 1 of 2 (bright: attended; each map scaled to its own range)",
+                     "attention over the patches, block 2 of 2, head 2 of 2 (bright: attended; each map scaled to its own range)",
+                     "attention over the patches, block 1 of 2, head 2 of 2 (bright: attended; each map scaled to its own range)"]

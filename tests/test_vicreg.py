@@ -192,3 +192,37 @@ def test_cli_pretrains_vicreg(tmp_path):
                         "--batch-size", "32", "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (out / "checkpoint.pt").exists() and (out / "history.json").exists()
+
+
+def test_the_explorer_shows_what_each_weight_prevents():
+    """redundancy_explorer's VICReg row on its toy data: mu = 0 lets every unit stop varying, nu = 0
+    leaves one direction, lambda = 0 loses the views' agreement; Barlow Twins' lambda near 0 fills
+    the matrix's off-diagonal."""
+    import re
+
+    import matplotlib.pyplot as plt
+
+    from sslkit.widgets import redundancy_explorer
+
+    def numbers(row):
+        titles = [ax.get_title() for ax in plt.gcf().axes[3 * row: 3 * row + 3]]
+        off = float(re.search(r"off-diag\.\| ([\d.]+)", titles[0]).group(1))
+        rank = float(re.search(r"effective rank ([\d.]+)", titles[1]).group(1))
+        std, agree = map(float, re.search(r"mean std ([\d.]+), mean agreement (-?[\d.]+)", titles[2]).groups())
+        return off, rank, std, agree
+
+    w = redundancy_explorer()
+    lambd, (inv, var, cov) = w.children[0].children[0].children[0], w.children[0].children[1].children
+    _, rank, std, agree = numbers(1)
+    off_bt = numbers(0)[0]
+    var.value = 0
+    assert numbers(1)[2] < 0.1 * std                    # no variance term: a constant
+    var.value = 25
+    cov.value = 0
+    assert numbers(1)[1] < 0.5 * rank                   # no covariance term: one direction
+    cov.value = 1
+    inv.value = 0
+    assert numbers(1)[3] < agree - 0.2                  # no invariance term: the views disagree
+    lambd.value = 1e-4
+    assert numbers(0)[0] > off_bt + 0.1                 # Barlow Twins without redundancy reduction
+    plt.close("all")

@@ -20,13 +20,14 @@ from typing import Callable
 
 import torch
 
-from sslkit.exercises import byol, comparison, jigsaw, mae, moco, rotation, simclr
+from sslkit.exercises import byol, comparison, dino, jigsaw, mae, moco, redundancy, rotation, simclr
 from sslkit.exercises._core import Exercise, Result, _NotDone, _Wrong, _one_line
 
 
 # every exercise by name, in course order; each notebook's module holds its own checks and entries
 EXERCISES: dict[str, Exercise] = {**rotation.EXERCISES, **jigsaw.EXERCISES, **simclr.EXERCISES, **moco.EXERCISES,
-                                  **byol.EXERCISES, **mae.EXERCISES, **comparison.EXERCISES}
+                                  **byol.EXERCISES, **mae.EXERCISES, **comparison.EXERCISES,
+                                  **redundancy.EXERCISES, **dino.EXERCISES}
 
 
 def run_check(name: str, fn: Callable, seed: int = 0) -> Result:

@@ -117,7 +117,9 @@ class BarlowTwins(SSLMethod):
     # helping (Figure 4). The projector's D x D layers and the loss's D x D matrix cost ~D^2 an image:
     # at 1024 (4x the small CNN's 256 features, as 8192 is 4x 2048) a step is as fast as SimSiam's,
     # at 2048 it is 0.58x (benchmarks/RESULTS.md, "Barlow Twins and VICReg").
-    quick = Settings(train={"batch_size": 128, "steps": 60}, config={"projection_dim": 1024})
+    # quick: 60 steps of 64 images: notebook 09 trains each method several times (a short run, a watched
+    # loop, VICReg's four ablations), and half of a batch of 128 halves each (RESULTS.md, "notebooks 09 and 10")
+    quick = Settings(train={"batch_size": 64, "steps": 60}, config={"projection_dim": 1024})
     # the reference: SimSiam's and BYOL's recipe (batch 256, AdamW 2e-3), 25 epochs unless the build is
     # given a budget (RESULTS.md); the projector ships so a notebook can show its matrix at work
     reference = ReferenceRecipe(config={"projection_dim": 1024}, train={"batch_size": 256, "lr": 2e-3}, epochs=25,

@@ -127,7 +127,9 @@ class VICReg(SSLMethod):
     # small CNN's 256 features, as 8192 is 4x 2048. A wider one kept helping in Table 12 (appendix
     # D.6), but its D x D layers and covariances cost ~D^2 an image; Barlow Twins' measurement at
     # 1024 and 2048 is the reason (benchmarks/RESULTS.md, "Barlow Twins and VICReg").
-    quick = Settings(train={"batch_size": 128, "steps": 60}, config={"projection_dim": 1024})
+    # quick: 60 steps of 64 images: notebook 09 trains each method several times (a short run, a watched
+    # loop, VICReg's four ablations), and half of a batch of 128 halves each (RESULTS.md, "notebooks 09 and 10")
+    quick = Settings(train={"batch_size": 64, "steps": 60}, config={"projection_dim": 1024})
     # the reference: Barlow Twins' recipe (batch 256, AdamW 2e-3, 25 epochs unless given a budget)
     reference = ReferenceRecipe(config={"projection_dim": 1024}, train={"batch_size": 256, "lr": 2e-3}, epochs=25,
                                 about="VICReg, variance-invariance-covariance at 25 / 25 / 1")

@@ -243,3 +243,11 @@ def _check_explorers(page, lab: dict, notebook: str, shots: Path) -> None:
                                 f"there were {n_images} (figures piling up instead of redrawing)")
     problems += _problems_in_page(page)
     assert not problems, f"{notebook}:\n" + "\n".join(dict.fromkeys(problems))
+
+
+def test_the_dino_notebooks_attention_explorer_is_driven_here():
+    """Notebook 10's attention explorer (block and head sliders) is one of the explorers the test
+    above runs in JupyterLab and moves: its notebook imports sslkit.widgets."""
+    assert "10_dino.ipynb" in _widget_notebooks()
+    cells = json.loads((NOTEBOOKS / "10_dino.ipynb").read_text())["cells"]
+    assert any("attention_explorer(" in "".join(c["source"]) for c in cells if c["cell_type"] == "code")
