@@ -163,17 +163,19 @@ class DINO(SSLMethod):
     # momentum 0.99, since 5 epochs are ~500 steps (main_dino.py advises a higher base for small
     # batches over long runs; here the run is short). Not measured: no GPU has been lent.
     full = Settings(train={"lr": 5e-4 * 512 / 256, "weight_decay": 0.04}, config={"base_momentum": 0.99})
-    # reference: 30 minutes of the 2-core CPU at ~55 images/s (4 local crops) is ~100k images, about
-    # two epochs, ~780 steps of 128; momentum 0.99 averages the teacher over ~100 steps, where the
-    # paper's 0.996 would average over a third of the run; 4 local crops add a quarter to the cost of
-    # the two global ones for four more views of every image (the paper's Table 8: multi-crop gives
-    # more accuracy per hour). The teacher's encoder ships beside the student's: "this teacher has
+    # reference: 6 epochs (2,340 steps of 128), about an hour of the 2-core CPU at 55-90 images/s with
+    # 4 local crops; 30 minutes (1.6 epochs) had not left the near-uniform start (RESULTS.md, "The four
+    # later references"). Momentum 0.99 averages the teacher over ~100 steps, where the paper's 0.996
+    # would average over ~250, a ninth of the run; 4 local crops add a quarter to the cost of the two global
+    # ones for four more views of every image (the paper's Table 8: multi-crop gives more accuracy per
+    # hour). The teacher's encoder ships beside the student's: "this teacher has
     # better performance than the student throughout the training" (section 3.1), and the authors'
     # eval_knn.py and visualize_attention.py read the teacher by default; the kit evaluates,
     # fine-tunes and checks ``encoder``, the student, as for every method.
     reference = ReferenceRecipe(config={"base_momentum": 0.99, "local_crops": 4},
                                 train={"batch_size": 128, "lr": 1e-3, "weight_decay": 0.04},
-                                heads=("teacher_encoder",), about="DINO, 2 global + 4 local crops, the quick profile's ViT")
+                                epochs=6, heads=("teacher_encoder",),
+                                about="DINO, 2 global + 4 local crops, the quick profile's ViT")
 
     def __init__(self, encoder: Encoder, cfg: DINOConfig | None = None):
         super().__init__()
