@@ -36,10 +36,11 @@ class Explorer(W.VBox):
         return {**bundle, "text/plain": self.NOTE}
 
 
-def _slider(description: str, value: float, lo: float, hi: float, step: float = 0.05) -> W.FloatSlider:
+def _slider(description: str, value: float, lo: float, hi: float, step: float = 0.05,
+            label_width: str = "120px", width: str = "380px") -> W.FloatSlider:
     return W.FloatSlider(value=value, min=lo, max=hi, step=step, description=description,
-                         continuous_update=False, style={"description_width": "120px"},
-                         layout=W.Layout(width="380px"))
+                         continuous_update=False, style={"description_width": label_width},
+                         layout=W.Layout(width=width))
 
 
 def _on_change(controls: dict[str, W.ValueWidget], draw) -> None:
@@ -528,12 +529,9 @@ def redundancy_explorer(steps: int = 200, seed: int = 0) -> W.Widget:
         "lambd": W.FloatLogSlider(value=0.0051, base=10, min=-4, max=0, step=0.1, description="BT λ (off-diagonal)",
                                   continuous_update=False, style={"description_width": "150px"},
                                   layout=W.Layout(width="420px")),
-        "inv": W.FloatSlider(value=25, min=0, max=50, step=1, description="VICReg λ (invariance)",
-                             continuous_update=False, style={"description_width": "150px"}, layout=W.Layout(width="420px")),
-        "var": W.FloatSlider(value=25, min=0, max=50, step=1, description="VICReg μ (variance)",
-                             continuous_update=False, style={"description_width": "150px"}, layout=W.Layout(width="420px")),
-        "cov": W.FloatSlider(value=1, min=0, max=10, step=0.5, description="VICReg ν (covariance)",
-                             continuous_update=False, style={"description_width": "150px"}, layout=W.Layout(width="420px")),
+        "inv": _slider("VICReg λ (invariance)", 25, 0, 50, step=1, label_width="150px", width="420px"),
+        "var": _slider("VICReg μ (variance)", 25, 0, 50, step=1, label_width="150px", width="420px"),
+        "cov": _slider("VICReg ν (covariance)", 1, 0, 10, step=0.5, label_width="150px", width="420px"),
     }
     cache: dict = {}
     out = W.Output()

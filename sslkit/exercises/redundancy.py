@@ -105,7 +105,8 @@ def check_barlow_twins_loss(fn: Callable) -> str:
         raise _Wrong("your loss carries no gradient to the matrix; keep it a torch tensor (no .item(), no numpy).")
     (g,) = torch.autograd.grad(loss, c)
     cw = c.detach().clone().requires_grad_()
-    (gw,) = torch.autograd.grad(barlow_twins_terms(cw)[0] + lambd * barlow_twins_terms(cw)[1], cw)
+    on_w, off_w = barlow_twins_terms(cw)
+    (gw,) = torch.autograd.grad(on_w + lambd * off_w, cw)
     if not _close(g, gw, rtol=1e-4, atol=1e-6):
         raise _Wrong("your loss has the right value but the wrong gradient (an in-place change of c, or a detach?).")
     return (f"your loss matches the package's sum_i (1 - C_ii)^2 + lambda sum_(i != j) C_ij^2, values and gradients, "
